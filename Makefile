@@ -1,0 +1,49 @@
+# llmaaa: `make demo` and `make test` are all a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_LS := .venv-ls
+PY := $(VENV)/bin/python
+LS_VERSION := 1.23.2
+STAMP := $(VENV)/.installed
+STAMP_LS := $(VENV_LS)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install install-ls test test-fast lint demo bench clean
+
+install: $(STAMP) $(STAMP_LS)
+
+# torch first, pinned, so nothing later resolves a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Label Studio is a separate service with its own pins, so it gets its own venv.
+$(STAMP_LS):
+	test -x $(VENV_LS)/bin/python || $(PYTHON) -m venv $(VENV_LS)
+	$(VENV_LS)/bin/python -m pip install -q --upgrade pip
+	$(VENV_LS)/bin/python -m pip install -q label-studio==$(LS_VERSION)
+	touch $@
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# Integration tests start Label Studio and the other services themselves (tests/conftest.py).
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration and not slow"
+
+demo: install
+	$(PY) -m llmaaa.cli demo
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) $(VENV_LS) .pytest_cache .ruff_cache
