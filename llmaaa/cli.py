@@ -12,7 +12,6 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "llmaaa.simulation.cli",  # fake-llm
     "backend.cli",  # serve, setup-project, costs
-    "llmaaa.simulate",  # simulate
     "llmaaa.demo",  # demo
 )
 

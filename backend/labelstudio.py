@@ -1,0 +1,140 @@
+"""Talking to Label Studio through `label-studio-sdk`, with the traps of LS 1.23.2 turned into clear errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from backend.labeling_config import LabelSchema
+from training.spans import Span
+
+log = logging.getLogger(__name__)
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio refused or could not be reached; the message says what to change."""
+
+
+def connect(url: str, api_key: str, timeout: float = 30.0) -> LabelStudio:
+    if not url:
+        raise LabelStudioError("no Label Studio URL configured (LABEL_STUDIO_URL)")
+    if not api_key:
+        # The SDK would crash deep inside httpx on an empty `Token ` header.
+        raise LabelStudioError("no Label Studio API key configured (LABEL_STUDIO_API_KEY)")
+    return LabelStudio(base_url=url.rstrip("/"), api_key=api_key, timeout=timeout)
+
+
+def explain(exc: Exception, doing: str) -> LabelStudioError:
+    """Turn an SDK/HTTP failure into an actionable message (without any token in it)."""
+    if isinstance(exc, ApiError):
+        body = str(exc.body)[:500]
+        if exc.status_code == 401:
+            hint = (
+                "the API key was rejected. Legacy `Token` keys need LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true "
+                "on Label Studio's first start (or POST /api/jwt/settings), or use a personal access token"
+            )
+        elif exc.status_code == 403 and "reserved network address" in body:
+            hint = (
+                "Label Studio blocks local addresses: start it with both LABEL_STUDIO_ML_BLOCK_LOCAL_IP=false "
+                "and LABEL_STUDIO_SSRF_PROTECTION_ENABLED=false, or run the backend on a non-local address"
+            )
+        else:
+            hint = f"HTTP {exc.status_code}: {body}"
+        return LabelStudioError(f"{doing} failed: {hint}")
+    return LabelStudioError(f"{doing} failed: Label Studio is unreachable ({type(exc).__name__}: {exc})")
+
+
+def project_id_of(value: Any) -> int:
+    """`/setup` and `/predict` send `"<id>.<created_at>"`; webhooks send the project object."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.split(".", 1)[0].isdigit():
+        return int(value.split(".", 1)[0])
+    raise ValueError(f"cannot read a project id from {value!r}")
+
+
+def result_to_spans(result: Iterable[Mapping[str, Any]], schema: LabelSchema, text: str) -> list[Span]:
+    """Regions of our `<Labels>` tag whose offsets and text agree with the task text."""
+    spans: list[Span] = []
+    for region in result or []:
+        if region.get("type") != "labels" or region.get("from_name") != schema.from_name:
+            continue
+        value = region.get("value") or {}
+        try:
+            start, end = int(value["start"]), int(value["end"])
+            label = str(value["labels"][0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if not (0 <= start < end <= len(text)):
+            continue
+        if "text" in value and value["text"] != text[start:end]:
+            continue
+        spans.append(Span(start, end, label))
+    return sorted(spans)
+
+
+@dataclass
+class VerifiedTask:
+    task_id: int
+    text: str
+    spans: list[Span]
+
+
+def submitted_annotation(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The newest non-cancelled annotation of a task (a skip is not a verification)."""
+    annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    if not annotations:
+        return None
+    return max(annotations, key=lambda a: (a.get("updated_at") or "", a.get("id") or 0))
+
+
+def task_dict(task: Any) -> dict[str, Any]:
+    return task if isinstance(task, dict) else task.dict() if hasattr(task, "dict") else dict(task)
+
+
+def iter_tasks(ls: LabelStudio, project_id: int, fields: str = "all") -> Iterator[dict[str, Any]]:
+    for task in ls.tasks.list(project=project_id, fields=fields):
+        yield task_dict(task)
+
+
+def fetch_verified(ls: LabelStudio, project_id: int, schema: LabelSchema) -> list[VerifiedTask]:
+    verified: list[VerifiedTask] = []
+    for task in iter_tasks(ls, project_id):
+        annotation = submitted_annotation(task)
+        text = (task.get("data") or {}).get(schema.value_key)
+        if annotation is None or not isinstance(text, str):
+            continue
+        verified.append(VerifiedTask(task["id"], text, result_to_spans(annotation.get("result"), schema, text)))
+    return verified
+
+
+def import_predictions_checked(
+    ls: LabelStudio, project_id: int, schema: LabelSchema, predictions: Sequence[dict[str, Any]]
+) -> int:
+    """Validate first, because `import_predictions` silently drops invalid items; then check the count."""
+    problems: list[str] = []
+    for p in predictions:
+        errors = schema.validate_prediction(p)
+        if errors:
+            problems.append(f"task {p.get('task')}: {'; '.join(map(str, errors))}")
+    if problems:
+        raise LabelStudioError(f"{len(problems)} invalid predictions, none uploaded: {problems[:5]}")
+    if not predictions:
+        return 0
+    try:
+        response = ls.projects.import_predictions(id=project_id, request=list(predictions))
+    except Exception as exc:  # noqa: BLE001
+        raise explain(exc, "importing predictions") from exc
+    created = int(getattr(response, "created", 0) or 0)
+    if created != len(predictions):
+        raise LabelStudioError(
+            f"Label Studio stored {created} of {len(predictions)} predictions (it drops invalid items silently)"
+        )
+    return created

@@ -1,0 +1,278 @@
+"""The NER model class that Label Studio talks to: LLM pre-annotations grounded in the task text."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import cached_property
+from typing import Any
+
+from backend.annotator.annotator import AnnotationOutcome, LLMAnnotator
+from backend.annotator.cache import ReplyCache
+from backend.annotator.client import LLMClient
+from backend.annotator.demos import DemoIndex
+from backend.annotator.ledger import CostLedger
+from backend.annotator.prompt import PromptTemplate
+from backend.base import MLBase
+from backend.labeling_config import LabelSchema, parse_label_config
+from backend.labelstudio import (
+    LabelStudioError,
+    connect,
+    fetch_verified,
+    result_to_spans,
+    submitted_annotation,
+)
+from backend.metrics import REGISTRY
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Process-wide resources shared by every project: the LLM client, cache, ledger, embedder."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data_dir = settings.llmaaa_data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.client = LLMClient(
+            base_url=settings.openai_base_url,
+            api_key=settings.llm_api_key(),
+            model=settings.llm_model,
+            timeout=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+        )
+        self.cache = ReplyCache(data_dir / "llm-cache")
+        self.ledger = CostLedger(data_dir / "costs.jsonl", prices_file=settings.llm_prices_file)
+        self.template = PromptTemplate.load("ner", "v1")
+        # Bounded: this is the only place LLM calls for /predict run.
+        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.llm_concurrency), thread_name_prefix="llm")
+        self._embedder_lock = threading.Lock()
+        self._embedder: Any = None
+        REGISTRY.add_collector(self._collect_costs)
+
+    def embedder(self) -> Any:
+        with self._embedder_lock:
+            if self._embedder is None:
+                from training.embedder import SentenceEmbedder  # heavy: loaded on first need
+
+                self._embedder = SentenceEmbedder()
+            return self._embedder
+
+    def _collect_costs(self, registry: Any) -> None:
+        for model, row in self.ledger.summary().items():
+            registry.set("llmaaa_llm_calls_total", row["calls"] - row["cached_calls"], model=model, cached="false")
+            registry.set("llmaaa_llm_calls_total", row["cached_calls"], model=model, cached="true")
+            registry.set("llmaaa_llm_tokens_total", row["prompt_tokens"], model=model, kind="prompt")
+            registry.set("llmaaa_llm_tokens_total", row["completion_tokens"], model=model, kind="completion")
+            registry.set("llmaaa_llm_cost_usd_total", row["usd"], model=model)
+
+
+class NERBackendModel(MLBase):
+    """Serves LLM pre-annotations for one project; learns demonstrations from verified tasks."""
+
+    runtime: Runtime
+    ls_url: str | None
+    ls_token: str | None
+
+    def __init__(self, project_id: int, label_config: str, runtime: Runtime,
+                 ls_url: str | None = None, ls_token: str | None = None) -> None:
+        self.runtime = runtime
+        self.ls_url = ls_url
+        self.ls_token = ls_token
+        super().__init__(project_id, label_config)
+
+    def setup(self) -> None:
+        s = self.runtime.settings
+        self.schema: LabelSchema = parse_label_config(self.label_config, labels_file=s.labels_file)
+        self.demos = DemoIndex(_LazyEmbedder(self.runtime), k=s.knn_k)
+        self.annotator = LLMAnnotator(
+            client=self.runtime.client, schema=self.schema, template=self.runtime.template,
+            cache=self.runtime.cache, ledger=self.runtime.ledger, demo_index=self.demos,
+            k=s.knn_k, domain=s.ner_domain,
+        )
+        self._annotation_task: dict[int, int] = {}  # annotation id -> task id, for deletions
+        self._demos_ready = threading.Event()
+        self._demo_lock = threading.Lock()
+        self._last_demo_fetch = 0.0
+        # /setup must answer within 3 s, so the verified tasks are fetched in the background.
+        threading.Thread(target=self.refresh_demos, name=f"demos-{self.project_id}", daemon=True).start()
+
+    @property
+    def model_version(self) -> str:
+        return self.annotator.model_version
+
+    # ------------------------------------------------------------ demonstrations
+
+    def _ls(self) -> Any:
+        s = self.runtime.settings
+        url = s.label_studio_url or self.ls_url
+        key = s.label_studio_api_key.get_secret_value() if s.label_studio_api_key else self.ls_token
+        return connect(url or "", key or "")
+
+    def refresh_demos(self) -> bool:
+        """Load every human-verified task of the project into the k-NN demo index."""
+        with self._demo_lock:
+            self._last_demo_fetch = time.monotonic()
+            try:
+                verified = fetch_verified(self._ls(), self.project_id, self.schema)
+            except Exception as exc:  # noqa: BLE001 - LS down must not stop annotation
+                log.warning("project %s: no demonstrations, Label Studio unavailable (%s); annotating "
+                            "without demos", self.project_id, exc if isinstance(exc, LabelStudioError)
+                            else type(exc).__name__)
+                self._demos_ready.set()
+                return False
+            for task in verified:
+                self.demos.upsert(str(task.task_id), task.text, task.spans)
+            log.info("project %s: %d verified tasks in the demo index", self.project_id, len(verified))
+            self._demos_ready.set()
+            return True
+
+    def _upsert_from_task(self, task: dict[str, Any], annotation: dict[str, Any] | None) -> None:
+        text = (task.get("data") or {}).get(self.schema.value_key)
+        if not isinstance(text, str):
+            return
+        if annotation is None or annotation.get("was_cancelled"):
+            self.demos.remove(str(task["id"]))
+            return
+        spans = result_to_spans(annotation.get("result") or [], self.schema, text)
+        self.demos.upsert(str(task["id"]), text, spans)
+        if annotation.get("id") is not None:
+            self._annotation_task[int(annotation["id"])] = int(task["id"])
+
+    # ------------------------------------------------------------ protocol
+
+    def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None,
+                **kwargs: Any) -> list[list[dict[str, Any]]]:
+        s = self.runtime.settings
+        deadline = time.monotonic() + s.predict_deadline_s
+        # First use: give the background demo fetch a moment, so the first predictions get demos.
+        self._demos_ready.wait(timeout=min(20.0, s.predict_deadline_s / 4))
+        futures: list[Future[AnnotationOutcome] | None] = []
+        for task in tasks:
+            text = (task.get("data") or {}).get(self.schema.value_key)
+            if not isinstance(text, str) or not text.strip():
+                futures.append(None)
+                continue
+            futures.append(self.runtime.pool.submit(self.annotator.annotate, text))
+        results: list[list[dict[str, Any]]] = []
+        for task, future in zip(tasks, futures, strict=True):
+            if future is None:
+                self._not_annotated(task, "no_text")
+                results.append([])
+                continue
+            try:
+                outcome = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                # Still running: it finishes into the cache and the next /predict is instant.
+                self._not_annotated(task, "deadline")
+                results.append([])
+                continue
+            if not outcome.ok:
+                self._not_annotated(task, _reason(outcome.error))
+                results.append([])
+                continue
+            REGISTRY.inc("llmaaa_predict_tasks_total", outcome="annotated")
+            results.append([self.to_prediction(task, outcome)])
+        return results
+
+    def _not_annotated(self, task: dict[str, Any], reason: str) -> None:
+        # Never "no entities": LS stores nothing, and asks again next time.
+        REGISTRY.inc("llmaaa_predict_tasks_total", outcome="not_annotated")
+        REGISTRY.inc("llmaaa_not_annotated_total", reason=reason)
+        log.warning("task %s not annotated: %s", task.get("id"), reason)
+
+    def to_prediction(self, task: dict[str, Any], outcome: AnnotationOutcome) -> dict[str, Any]:
+        text = task["data"][self.schema.value_key]
+        regions = [self.schema.to_region(span, text) for span in outcome.spans]
+        return {"result": regions, "score": task_score(outcome), "model_version": self.model_version}
+
+    def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if event in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+            task, annotation = data.get("task"), data.get("annotation")
+            if isinstance(task, dict) and isinstance(annotation, dict):
+                self._upsert_from_task(task, annotation)
+            return {"status": "demo index updated", "demos": len(self.demos)}
+        if event == "ANNOTATIONS_DELETED":
+            for ann in data.get("annotations") or []:
+                task_id = self._annotation_task.pop(int(ann.get("id", -1)), None)
+                if task_id is None:
+                    continue
+                try:
+                    task = self._ls().tasks.get(id=task_id)
+                    task_d = task if isinstance(task, dict) else task.dict()
+                    self._upsert_from_task(task_d, submitted_annotation(task_d))  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001
+                    self.demos.remove(str(task_id))  # unknown state: a demo must be verified, so drop it
+            return {"status": "demo index updated", "demos": len(self.demos)}
+        return {"status": "recorded", "event": event}
+
+
+class _LazyEmbedder:
+    """Defers loading MiniLM until the first demo is embedded (keeps /setup fast)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @cached_property
+    def _inner(self) -> Any:
+        return self.runtime.embedder()
+
+    def embed(self, texts: list[str]) -> Any:
+        return self._inner.embed(texts)
+
+
+def task_score(outcome: AnnotationOutcome) -> float:
+    """Task-level score of an LLM prediction: the share of the LLM's mentions that were grounded.
+
+    1.0 means every mention the LLM returned was found verbatim in the text with a known label; lower
+    values flag replies with invented spans or labels, which deserve a closer look. An empty, clean
+    answer scores 1.0. (The LLM gives no calibrated confidence, so none is pretended.)
+    """
+    kept, dropped = len(outcome.spans), len(outcome.dropped)
+    return 1.0 if kept + dropped == 0 else round(kept / (kept + dropped), 4)
+
+
+def _reason(error: str | None) -> str:
+    text = (error or "error").split(":", 1)[0].strip().lower().replace(" ", "_")
+    return text[:40] or "error"
+
+
+class ModelRegistry:
+    """One model per (project, label config), built on first use and kept."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._runtime: Runtime | None = None
+        self._models: dict[int, NERBackendModel] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(self.settings)
+        return self._runtime
+
+    def get(self, project_id: int, label_config: str | None = None, ls_url: str | None = None,
+            ls_token: str | None = None) -> NERBackendModel:
+        with self._lock:
+            model = self._models.get(project_id)
+            if model is not None and (label_config is None or model.label_config == label_config):
+                if ls_url and ls_token:
+                    model.ls_url, model.ls_token = ls_url, ls_token
+                return model
+            if label_config is None:
+                raise KeyError(f"project {project_id} has no label config yet: Label Studio calls /setup first")
+            model = NERBackendModel(project_id, label_config, self.runtime, ls_url, ls_token)
+            self._models[project_id] = model
+            return model
+
+    def known(self, project_id: int) -> NERBackendModel | None:
+        return self._models.get(project_id)
+
+    def all(self) -> list[NERBackendModel]:
+        with self._lock:
+            return list(self._models.values())

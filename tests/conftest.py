@@ -1,0 +1,80 @@
+"""Shared fixtures. Integration fixtures start the real services as subprocesses and stop them after."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmaaa.services import (
+    LabelStudioConfig,
+    Service,
+    free_port,
+    http_ok,
+    llmaaa_command,
+    spawn,
+    start_label_studio,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_ROOT = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO.parent / "shared" / "data"))
+BC5CDR = DATA_ROOT / "bc5cdr"
+BC5CDR_LABELS = REPO / "examples" / "bc5cdr" / "labels.json"
+
+
+@pytest.fixture(scope="session")
+def bc5cdr_dir() -> Path:
+    if not (BC5CDR / "dev.jsonl").exists():
+        pytest.fail(f"BC5CDR not found at {BC5CDR}: CI expects ../shared/data beside the checkout")
+    return BC5CDR
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioConfig]:
+    """A real Label Studio 1.23.2 (SQLite) from `.venv-ls`, on a free port, for the whole session."""
+    cfg = LabelStudioConfig(data_dir=tmp_path_factory.mktemp("label-studio"), port=free_port())
+    svc = start_label_studio(cfg)
+    try:
+        yield cfg
+    finally:
+        svc.stop()
+
+
+def start_fake_llm(data_dir: Path, log_dir: Path, *extra: str) -> Service:
+    port = free_port()
+    svc = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(data_dir), "--port", str(port), *extra),
+                f"http://127.0.0.1:{port}/v1", log_dir / f"fake-llm-{port}.log")
+    wait_until(svc, http_ok(f"http://127.0.0.1:{port}/v1/models"), 60)
+    return svc
+
+
+def start_backend(log_dir: Path, llm_url: str, ls: LabelStudioConfig | None, state_dir: Path,
+                  **env: str) -> Service:
+    port = free_port()
+    full_env = {
+        "OPENAI_BASE_URL": llm_url,
+        "OPENAI_API_KEY": "sk-test-secret-never-logged",
+        "LLM_MODEL": "simulated-llm",
+        "LLMAAA_DATA_DIR": str(state_dir),
+        "LLM_TIMEOUT_S": "5",
+        "LLM_MAX_RETRIES": "2",
+        **({"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token} if ls else {}),
+        **env,
+    }
+    svc = spawn("backend", llmaaa_command("serve", "--dev", "--port", str(port)),
+                f"http://127.0.0.1:{port}", log_dir / f"backend-{port}.log", full_env)
+    wait_until(svc, http_ok(f"http://127.0.0.1:{port}/health"), 60)
+    return svc
+
+
+@pytest.fixture(scope="session")
+def fake_llm(bc5cdr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The simulated LLM at noise 0: it answers each sentence's gold entities."""
+    svc = start_fake_llm(bc5cdr_dir, tmp_path_factory.mktemp("fake-llm"), "--noise", "0", "--seed", "1")
+    try:
+        yield svc
+    finally:
+        svc.stop()
