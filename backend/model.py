@@ -27,6 +27,7 @@ from backend.labelstudio import (
 )
 from backend.metrics import REGISTRY
 from backend.settings import Settings, get_settings
+from backend.state import ProjectState
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class NERBackendModel(MLBase):
             cache=self.runtime.cache, ledger=self.runtime.ledger, demo_index=self.demos,
             k=s.knn_k, domain=s.ner_domain,
         )
+        self.state = ProjectState(s.llmaaa_data_dir, self.project_id)
         self._annotation_task: dict[int, int] = {}  # annotation id -> task id, for deletions
         self._demos_ready = threading.Event()
         self._demo_lock = threading.Lock()
@@ -103,7 +105,12 @@ class NERBackendModel(MLBase):
 
     @property
     def model_version(self) -> str:
-        return self.annotator.model_version
+        """The current acquisition round's version once `llmaaa acquire` ran, else the LLM's own.
+
+        Read from the shared project state on every call, so a round started by the CLI or a worker
+        reaches /setup (and every later prediction) without a restart.
+        """
+        return self.state.get("model_version") or self.annotator.model_version
 
     # ------------------------------------------------------------ demonstrations
 
@@ -188,7 +195,11 @@ class NERBackendModel(MLBase):
     def to_prediction(self, task: dict[str, Any], outcome: AnnotationOutcome) -> dict[str, Any]:
         text = task["data"][self.schema.value_key]
         regions = [self.schema.to_region(span, text) for span in outcome.spans]
-        return {"result": regions, "score": task_score(outcome), "model_version": self.model_version}
+        version = self.model_version
+        # Under an acquisition round the score is a queue rank: a task predicted live was not selected,
+        # so it goes after every selected one.
+        score = 1.0 if version != self.annotator.model_version else task_score(outcome)
+        return {"result": regions, "score": score, "model_version": version}
 
     def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if event in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):

@@ -1,0 +1,254 @@
+"""The acquisition contract: what a strategy is given (`PoolData`) and what it must return.
+
+`acquisition` knows the student's outputs as plain arrays and nothing else (no torch, no Label Studio):
+per pool sentence, token marginals over word-initial subwords (specials excluded, label 0 = "O") and
+an L2-normalised sentence embedding. Strategies return indices into the pool.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+__all__ = [
+    "AcquisitionError",
+    "EmptyPoolError",
+    "MissingPoolDataError",
+    "PoolData",
+    "PoolExhaustedError",
+    "QueryStrategy",
+    "as_generator",
+    "check_k",
+]
+
+# Rows of a softmax sum to 1; a looser tolerance would let raw logits through unnoticed.
+_ROW_SUM_ATOL = 1e-3
+_PROB_ATOL = 1e-6
+
+
+class AcquisitionError(Exception):
+    """Base class for the errors a strategy raises about the pool it was given."""
+
+
+class EmptyPoolError(AcquisitionError):
+    """The pool has no items, so nothing can be selected."""
+
+
+class PoolExhaustedError(AcquisitionError):
+    """More items were requested than the pool holds."""
+
+    def __init__(self, requested: int, available: int) -> None:
+        self.requested = requested
+        self.available = available
+        super().__init__(f"requested k={requested} items but the pool holds only {available}")
+
+
+class MissingPoolDataError(AcquisitionError):
+    """The strategy needs a `PoolData` field (marginals, embeddings) that is None."""
+
+
+def _finite_float_array(name: str, value: object, ndim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    numeric = np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    if arr.dtype == object or not numeric:
+        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PoolData:
+    """Everything a strategy may look at for the n unlabeled pool items, validated on construction.
+
+    - `ids`: n unique item ids (Label Studio task ids as strings, sentence ids...).
+    - `marginals`: n arrays of shape (n_words, n_labels), rows are probability distributions over
+      labels (label 0 = "O"); a 0-word sentence is a (0, n_labels) array. Needed by uncertainty.
+    - `embeddings`: (n, d) sentence embeddings (the student gives L2-normalised ones). Needed by
+      k-means, coreset and the hybrids.
+    - `labeled_embeddings`: (m, d) embeddings of the already-labeled items, so coverage-based
+      strategies do not re-pick regions that are already covered. None or m = 0 means nothing labeled.
+    - `suspect_scores`: (n,) in [0, 1], higher = more likely a wrong LLM label (see `acquisition.suspect`).
+    """
+
+    ids: Sequence[str]
+    marginals: Sequence[np.ndarray] | None = None
+    embeddings: np.ndarray | None = None
+    labeled_embeddings: np.ndarray | None = None
+    suspect_scores: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(set(self.ids)) != n:
+            raise ValueError("ids must be unique")
+        # frozen dataclass: normalised arrays are written back through object.__setattr__.
+        if self.marginals is not None:
+            self._validate_marginals(n)
+        if self.embeddings is not None:
+            emb = _finite_float_array("embeddings", self.embeddings, 2)
+            if emb.shape[0] != n:
+                raise ValueError(f"embeddings has {emb.shape[0]} rows but there are {n} ids")
+            object.__setattr__(self, "embeddings", emb)
+        if self.labeled_embeddings is not None:
+            lab = _finite_float_array("labeled_embeddings", self.labeled_embeddings, 2)
+            if self.embeddings is not None and lab.shape[0] > 0 and lab.shape[1] != self.embeddings.shape[1]:
+                raise ValueError(
+                    f"labeled_embeddings has dimension {lab.shape[1]} but embeddings has "
+                    f"{self.embeddings.shape[1]}"
+                )
+            object.__setattr__(self, "labeled_embeddings", lab if lab.shape[0] > 0 else None)
+        if self.suspect_scores is not None:
+            sus = _finite_float_array("suspect_scores", self.suspect_scores, 1)
+            if sus.shape[0] != n:
+                raise ValueError(f"suspect_scores has {sus.shape[0]} values but there are {n} ids")
+            if sus.size and (sus.min() < 0.0 or sus.max() > 1.0):
+                raise ValueError("suspect_scores must lie in [0, 1]")
+            object.__setattr__(self, "suspect_scores", sus)
+
+    def _validate_marginals(self, n: int) -> None:
+        marginals = self.marginals
+        assert marginals is not None
+        if len(marginals) != n:
+            raise ValueError(f"marginals has {len(marginals)} sentences but there are {n} ids")
+        n_labels: int | None = None
+        arrays: list[np.ndarray] = []
+        for i, m in enumerate(marginals):
+            a = np.asarray(m)
+            if a.size == 0 and a.ndim != 2:
+                a = a.reshape(0, 0)  # a 0-word sentence given as np.array([]) is still a 0-word sentence
+            if a.ndim != 2:
+                raise ValueError(f"marginals[{i}] must be 2-D (n_words, n_labels), got shape {a.shape}")
+            if a.shape[0] > 0:
+                if n_labels is None:
+                    n_labels = a.shape[1]
+                elif a.shape[1] != n_labels:
+                    raise ValueError(
+                        f"marginals[{i}] has {a.shape[1]} labels, earlier sentences have {n_labels}"
+                    )
+            arrays.append(a)
+        if n_labels is not None and n_labels < 2:
+            raise ValueError(f"marginals need at least 2 labels (O plus one entity tag), got {n_labels}")
+        object.__setattr__(self, "marginals", arrays)
+        flat, lengths = self.flat_marginals
+        if flat.size:
+            if flat.dtype.kind not in "fbiu":
+                raise ValueError(f"marginals must be numeric probabilities, got dtype {flat.dtype}")
+            if not np.issubdtype(flat.dtype, np.floating):
+                flat = flat.astype(np.float64)  # e.g. one-hot int rows: valid, but log/finfo need floats
+                self.__dict__["flat_marginals"] = (flat, lengths)  # replace the cached concatenation
+            if not np.all(np.isfinite(flat)):
+                raise ValueError("marginals must be finite probabilities (NaN/inf found)")
+            if flat.min() < -_PROB_ATOL or flat.max() > 1.0 + _PROB_ATOL:
+                raise ValueError("marginals must be probabilities in [0, 1] (got logits?)")
+            sums = flat.sum(axis=1)
+            if not np.allclose(sums, 1.0, atol=_ROW_SUM_ATOL):
+                worst = int(np.argmax(np.abs(sums - 1.0)))
+                raise ValueError(f"every marginals row must sum to 1; a row sums to {sums[worst]:.4f}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @cached_property
+    def flat_marginals(self) -> tuple[np.ndarray, np.ndarray]:
+        """All word rows concatenated (total_words, n_labels) and the per-sentence word counts (n,).
+
+        Computed once per pool, so several strategies over the same pool concatenate only once.
+        """
+        if self.marginals is None:
+            raise MissingPoolDataError("this strategy needs PoolData.marginals, which is None")
+        lengths = np.fromiter((m.shape[0] for m in self.marginals), dtype=np.int64, count=len(self.marginals))
+        nonempty = [m for m in self.marginals if m.shape[0] > 0]
+        if not nonempty:
+            return np.zeros((0, 2)), lengths
+        return np.concatenate(nonempty, axis=0), lengths
+
+    def require_marginals(self) -> Sequence[np.ndarray]:
+        if self.marginals is None:
+            raise MissingPoolDataError("this strategy needs PoolData.marginals, which is None")
+        return self.marginals
+
+    def require_embeddings(self) -> np.ndarray:
+        if self.embeddings is None:
+            raise MissingPoolDataError("this strategy needs PoolData.embeddings, which is None")
+        return self.embeddings
+
+
+def as_generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """None means seed 0: selection is reproducible by default (same pool, same batch)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng(0)
+    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
+
+
+def check_k(k: int, n: int) -> int:
+    """Validate a batch size against a pool size: ValueError, EmptyPoolError, PoolExhaustedError."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    k = int(k)
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if n == 0:
+        raise EmptyPoolError("the pool is empty: nothing to select")
+    if k > n:
+        raise PoolExhaustedError(k, n)
+    return k
+
+
+class QueryStrategy(ABC):
+    """Picks k pool items to label next.
+
+    Subclasses implement `_select` (and `scores` when they have per-item scores); `select` does the
+    argument checks and verifies the result, so every strategy has the same guarantees: exactly k
+    unique int64 indices into the pool, most valuable first, deterministic for a given rng seed.
+    """
+
+    name: str = "base"
+
+    def select(self, pool: PoolData, k: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        k = check_k(k, pool.n)
+        idx = np.asarray(self._select(pool, k, as_generator(rng)), dtype=np.int64)
+        # A broken strategy must fail here, not silently under-fill a Label Studio batch.
+        if idx.shape != (k,) or np.unique(idx).size != k or idx.min() < 0 or idx.max() >= pool.n:
+            raise RuntimeError(f"{type(self).__name__} returned an invalid selection for k={k}, n={pool.n}")
+        return idx
+
+    @abstractmethod
+    def _select(self, pool: PoolData, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Return exactly k unique indices; arguments are already validated (1 <= k <= n)."""
+
+    def scores(self, pool: PoolData) -> np.ndarray | None:
+        """Per-item informativeness (n,), higher = more informative; None for order-free strategies."""
+        return None
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({opts})"
+
+
+def top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, highest first; ties go to the lower index (deterministic)."""
+    n = scores.shape[0]
+    if k < n // 4:
+        # argpartition keeps this O(n) for big pools; the boundary value's ties are then resolved by
+        # taking every item at least as good as the k-th and stable-sorting that small set.
+        kth = np.partition(scores, n - k)[n - k]
+        cand = np.flatnonzero(scores >= kth)
+        order = cand[np.argsort(-scores[cand], kind="stable")]
+        return order[:k]
+    return np.argsort(-scores, kind="stable")[:k]

@@ -1,0 +1,169 @@
+"""The LLM as an NER annotator: demos → prompt → (cache | LLM) → parse → ground → outcome.
+
+The rule that matters downstream: a failure (timeout, HTTP error, unparseable reply) is
+`ok=False` with the reason and means "not annotated, ask again later". Only a well-formed empty
+answer is `ok=True` with no spans, i.e. "this text has no entities".
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from backend.annotator.cache import ReplyCache
+from backend.annotator.client import Completion, LLMCallError, entities_json_schema
+from backend.annotator.demos import DemoIndex
+from backend.annotator.ledger import CostLedger
+from backend.annotator.parsing import MalformedReplyError, ground, parse_reply
+from backend.annotator.prompt import Demo, PromptTemplate
+from backend.labeling_config import LabelSchema
+from training.spans import Span
+
+log = logging.getLogger(__name__)
+
+
+class ChatClient(Protocol):
+    model: str
+
+    def complete(self, messages: Sequence[dict[str, str]], json_schema: dict[str, Any] | None = None
+                 ) -> Completion: ...
+
+
+@dataclass
+class AnnotationOutcome:
+    """The result for one text. `error` starts with a reason word: `timeout: no answer within 30 s`."""
+
+    ok: bool
+    spans: list[Span] = field(default_factory=list)
+    error: str | None = None
+    cached: bool = False
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)
+
+
+class LLMAnnotator:
+    """Annotates texts for one label schema with one LLM, prompt version, cache and cost ledger."""
+
+    def __init__(self, client: ChatClient, schema: LabelSchema, template: PromptTemplate,
+                 cache: ReplyCache | None = None, ledger: CostLedger | None = None,
+                 demo_index: DemoIndex | None = None, k: int = 5, domain: str | None = None) -> None:
+        self.client = client
+        self.schema = schema
+        self.template = template
+        self.cache = cache
+        self.ledger = ledger
+        self.demo_index = demo_index
+        self.k = k
+        self.domain = domain
+        self._json_schema = entities_json_schema(schema.values)
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+
+    @property
+    def model_version(self) -> str:
+        """`llm-<model>-<template>`, e.g. `llm-gpt-4o-mini-ner.v1`; Label Studio stores it per prediction."""
+        raw = f"llm-{self.client.model}-{self.template.template_id}"
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-")[:120]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Cumulative counters: ok, failed, cached."""
+        with self._lock:
+            return {key: self._stats[key] for key in ("ok", "failed", "cached")}
+
+    def _count(self, outcome: AnnotationOutcome) -> AnnotationOutcome:
+        with self._lock:
+            self._stats["ok" if outcome.ok else "failed"] += 1
+            self._stats["cached"] += int(outcome.cached)
+        return outcome
+
+    def demos_for(self, text: str) -> list[Demo]:
+        if self.demo_index is None or self.k <= 0:
+            return []
+        try:
+            return self.demo_index.nearest(text, self.k)
+        except Exception as exc:  # noqa: BLE001 - annotating without demos beats not annotating
+            log.warning("demo retrieval failed (%s: %s); annotating zero-shot", type(exc).__name__, exc)
+            return []
+
+    def messages_for(self, text: str) -> list[dict[str, str]]:
+        return self.template.render(self.schema.labels, self.demos_for(text), text, self.domain)
+
+    def annotate(self, text: str) -> AnnotationOutcome:
+        if not isinstance(text, str) or not text.strip():
+            return self._count(AnnotationOutcome(ok=False, error="no_text: nothing to annotate"))
+        try:
+            return self._count(self._annotate(text))
+        except Exception as exc:  # noqa: BLE001 - one bad text must not sink a batch
+            log.exception("annotation failed unexpectedly")
+            return self._count(AnnotationOutcome(ok=False, error=f"error: {type(exc).__name__}: {exc}"))
+
+    def _annotate(self, text: str) -> AnnotationOutcome:
+        messages = self.messages_for(text)
+        model = self.client.model
+        key = ReplyCache.key(model, self.template.cache_id, messages)
+        completion = self.cache.get(key) if self.cache is not None else None
+        cached = completion is not None
+        if completion is None:
+            try:
+                completion = self.client.complete(messages, json_schema=self._json_schema)
+            except LLMCallError as exc:
+                return AnnotationOutcome(ok=False, error=f"{exc.reason}: {exc}",
+                                         usage={"attempts": exc.attempts})
+        usage: dict[str, Any] = {
+            "prompt_tokens": 0 if cached else completion.prompt_tokens,
+            "completion_tokens": 0 if cached else completion.completion_tokens,
+            "latency_s": round(completion.latency_s, 3),
+            "attempts": completion.attempts,
+        }
+        try:
+            pairs = parse_reply(completion.content)
+        except MalformedReplyError as exc:
+            self._record(model, completion, cached, ok=False, usage=usage)
+            return AnnotationOutcome(ok=False, error=f"malformed_reply: {exc}", usage=usage)
+        self._record(model, completion, cached, ok=True, usage=usage)
+        if not cached and self.cache is not None:
+            self.cache.put(key, completion, self.template.cache_id)  # successes only
+        grounded = ground(text, pairs, self.schema)
+        return AnnotationOutcome(ok=True, spans=grounded.spans, cached=cached, dropped=grounded.dropped,
+                                 usage=usage)
+
+    def _record(self, model: str, completion: Completion, cached: bool, ok: bool,
+                usage: dict[str, Any]) -> None:
+        if self.ledger is None:
+            return
+        entry = self.ledger.record(model, completion.prompt_tokens, completion.completion_tokens,
+                                   cached=cached, ok=ok, latency_s=None if cached else completion.latency_s)
+        usage["usd"] = entry["usd"]
+
+    def annotate_many(self, texts: Sequence[str], concurrency: int = 8, progress: bool = True
+                      ) -> list[AnnotationOutcome]:
+        """Outcomes in input order. Identical texts are asked once; at most `concurrency` calls in flight."""
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return []
+        done: dict[str, AnnotationOutcome] = {}
+        counts: Counter[str] = Counter()
+        workers = max(1, min(concurrency, len(unique)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool, \
+                tqdm(total=len(unique), desc="LLM annotation", unit="text", disable=not progress) as bar:
+            futures = {pool.submit(self.annotate, text): text for text in unique}
+            for future in as_completed(futures):
+                outcome = future.result()
+                done[futures[future]] = outcome
+                counts["ok" if outcome.ok else "failed"] += 1
+                counts["cached"] += int(outcome.cached)
+                bar.set_postfix(ok=counts["ok"], failed=counts["failed"], cached=counts["cached"],
+                                refresh=False)
+                bar.update()
+        log.info("annotated %d texts (%d distinct): %d ok, %d failed, %d from cache", len(texts), len(unique),
+                 counts["ok"], counts["failed"], counts["cached"])
+        return [done[text] for text in texts]

@@ -1,0 +1,221 @@
+"""The one place that talks to the LLM: any OpenAI-compatible chat endpoint, through `openai`.
+
+Retries are ours alone (the openai client's own are disabled) so they can be counted and bounded:
+exponential backoff with full jitter on 408/409/429/5xx, timeouts and connection errors, honouring
+`Retry-After` / `retry-after-ms`. Structured output is tried first (`response_format` json_schema);
+an endpoint that rejects it is remembered and then prompted plainly (the parser is tolerant).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import openai
+
+log = logging.getLogger(__name__)
+
+Reason = Literal["timeout", "rate_limited", "http_error", "connection"]
+RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
+# A server that does not support `response_format: json_schema` answers one of these.
+SCHEMA_REJECT_STATUS = {400, 422}
+
+
+class LLMCallError(RuntimeError):
+    """No answer from the LLM, retries included. `reason`: timeout, rate_limited, http_error or connection."""
+
+    def __init__(self, reason: Reason, message: str, status: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.reason: Reason = reason
+        self.status = status
+        self.attempts = attempts
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    latency_s: float
+    attempts: int = 1
+    structured: bool = False  # sent with a json_schema response_format
+
+
+def entities_json_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """The OpenAI `json_schema` response format for `{"entities": [{"span", "type"}]}` (strict)."""
+    return {
+        "name": "ner_entities",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {
+                "entities": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "span": {"type": "string"},
+                            "type": {"type": "string", "enum": list(labels)},
+                        },
+                        "required": ["span", "type"],
+                        "additionalProperties": False,
+                    },
+                }
+            },
+            "required": ["entities"],
+            "additionalProperties": False,
+        },
+    }
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    """Seconds the server asked us to wait, from `retry-after-ms` or `Retry-After` (seconds or a date)."""
+    headers = getattr(exc.response, "headers", None) or {}
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+class LLMClient:
+    """A chat-completions client for one endpoint and model (temperature 0). Thread-safe."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str,
+        model: str,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_tokens: int | None = 1024,
+        structured_output: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.timeout = timeout
+        self.max_retries = max(0, int(max_retries))
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_tokens = max_tokens
+        self._sleep = sleep
+        # None: not known yet; False: this endpoint rejected json_schema, so it is not sent again.
+        self.schema_supported: bool | None = None if structured_output else False
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+        # max_retries=0: the openai client must not retry behind our back (ours are the counted ones).
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
+                                     max_retries=0)
+        self._secret = api_key or ""
+
+    def __repr__(self) -> str:  # never the key
+        return f"LLMClient(base_url={self.base_url!r}, model={self.model!r}, timeout={self.timeout})"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: requests (HTTP attempts), retries, completions, failures, schema_fallbacks."""
+        with self._lock:
+            return dict(self._stats)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[key] += n
+
+    def _redact(self, message: str) -> str:
+        if len(self._secret) >= 4:
+            message = message.replace(self._secret, "***")
+        return message[:500]
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max)
+        # Full jitter: concurrent workers that failed together do not retry together.
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
+
+    def _request(self, messages: Sequence[Mapping[str, str]], response_format: dict[str, Any] | None) -> Any:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages), "temperature": 0}
+        if self.max_tokens:
+            kwargs["max_tokens"] = self.max_tokens
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        self._count("requests")
+        return self._client.chat.completions.create(**kwargs)
+
+    def complete(self, messages: Sequence[Mapping[str, str]], json_schema: dict[str, Any] | None = None
+                 ) -> Completion:
+        """One chat completion. Raises `LLMCallError` once the retries are spent."""
+        use_schema = json_schema is not None and self.schema_supported is not False
+        attempt = 0
+        started = time.monotonic()
+        while True:
+            fmt = {"type": "json_schema", "json_schema": json_schema} if use_schema else None
+            try:
+                response = self._request(messages, fmt)
+                break
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if use_schema and status in SCHEMA_REJECT_STATUS and self.schema_supported is not True:
+                    # Maybe json_schema is unsupported, maybe the request is bad: the plain retry below
+                    # tells which, and only its success marks the endpoint as schema-less.
+                    log.info("LLM endpoint answered %s to a json_schema response_format; retrying without it",
+                             status)
+                    use_schema = False
+                    self._count("schema_fallbacks")
+                    continue
+                retryable = status in RETRYABLE_STATUS or status >= 500
+                reason: Reason = "rate_limited" if status == 429 else "http_error"
+                message = f"HTTP {status}: {self._redact(str(exc))}"
+                wait = _retry_after(exc) if retryable else None
+            except openai.APITimeoutError:  # before APIConnectionError: it is a subclass
+                status, retryable, reason = None, True, "timeout"
+                message, wait = f"no answer within {self.timeout:g} s", None
+            except openai.APIConnectionError as exc:
+                status, retryable, reason = None, True, "connection"
+                message, wait = self._redact(f"cannot reach the LLM endpoint: {exc}"), None
+            if not retryable or attempt >= self.max_retries:
+                self._count("failures")
+                log.warning("LLM call failed after %d attempt(s): %s: %s", attempt + 1, reason, message)
+                raise LLMCallError(reason, message, status, attempt + 1)
+            delay = self._backoff(attempt, wait)
+            attempt += 1
+            self._count("retries")
+            log.info("LLM %s (attempt %d), retrying in %.2f s", reason, attempt, delay)
+            self._sleep(delay)
+        if json_schema is not None and self.schema_supported is None:
+            # The first success settles it: schema accepted, or plain worked after a 4xx on schema.
+            self.schema_supported = use_schema
+            if not use_schema:
+                log.warning("LLM endpoint %s rejects json_schema output; using plain prompting from now on",
+                            self.base_url or "(default)")
+        self._count("completions")
+        choice = response.choices[0] if response.choices else None
+        content = (choice.message.content if choice and choice.message else None) or ""
+        usage = getattr(response, "usage", None)
+        return Completion(
+            content=content,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            model=str(getattr(response, "model", None) or self.model),
+            latency_s=time.monotonic() - started,
+            attempts=attempt + 1,
+            structured=use_schema,
+        )

@@ -1,0 +1,256 @@
+"""Acquisition speed: select k of n pool items with every strategy, and compare with small-text.
+
+    # ours only (the project venv has no small-text):
+    .venv/bin/python benchmarks/acquisition_speed.py
+    # side by side with small-text 1.4.1 (separate venv, no torch; see docs/acquisition.md):
+    /tmp/bench-smalltext/bin/python benchmarks/acquisition_speed.py
+
+Data: n sentence embeddings (dim 384) from a 50-component Gaussian mixture, L2-normalised like the
+student's; ~25 words per sentence of 5-label softmax marginals; 50 labeled items from the same
+mixture (the LLMaAA seed set). Coverage = distance from a pool item to its nearest selected item:
+the max (k-center objective, lower is better) and the mean.
+
+small-text's `greedy_coreset` recomputes the distances to every selected item at each step (O(n·k²·d)),
+so at full size it is run in a child process under `--smalltext-timeout`; the head-to-head is also
+run at a reduced size (`--small-n`, `--small-k`) where it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any venv that has numpy+sklearn
+# Idle OpenMP threads (sklearn's k-means) otherwise spin and steal the 2 cores from the next timing.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from acquisition import (  # noqa: E402
+    CoresetSampling,
+    HybridSampling,
+    KMeansSampling,
+    PoolData,
+    get_strategy,
+    min_sq_distances,
+)
+
+try:
+    from small_text.query_strategies.coresets import greedy_coreset
+    from small_text.query_strategies.strategies import EmbeddingKMeans
+
+    SMALL_TEXT: str | None = version("small-text")
+except ImportError:
+    SMALL_TEXT = None
+
+
+def make_data(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((50, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    spread = rng.uniform(0.01, 0.03, size=50).astype(np.float32)  # per-component std per dimension
+
+    def draw(m: int) -> np.ndarray:
+        comp = rng.integers(0, 50, size=m)
+        x = centers[comp] + spread[comp, None] * rng.standard_normal((m, dim), dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    emb, labeled = draw(n), draw(50)
+    lengths = np.clip(rng.poisson(25, size=n), 1, None)
+    logits = rng.standard_normal((int(lengths.sum()), 5)).astype(np.float32) * 2.0
+    logits[:, 0] += 2.0  # mostly "O", as a trained tagger would say
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    marginals = np.split(probs, np.cumsum(lengths)[:-1])
+    return emb, labeled, marginals
+
+
+def coverage(x: np.ndarray, selected: np.ndarray, labeled: np.ndarray) -> str:
+    """"max / mean" distance from a pool item to its nearest selected item, then the max when the
+    labeled items count as centers too (the k-center objective a labeled-seeded coreset minimises)."""
+    d = min_sq_distances(x, x[selected])
+    d_lab = np.sqrt(np.minimum(d, min_sq_distances(x, labeled)))
+    d = np.sqrt(d)
+    return f"{d.max():.3f} / {d.mean():.3f} / {d_lab.max():.3f}"
+
+
+REPEAT = 2
+
+
+def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
+    """Best of REPEAT runs: the machine's 2 cores are shared, so a single run can be charged for others'
+    work (and for BLAS/OpenMP threads still spinning from the previous call)."""
+    best = np.inf
+    for _ in range(REPEAT):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, np.asarray(out)
+
+
+def smalltext_job(kind: str, emb: np.ndarray, labeled: np.ndarray, k: int) -> np.ndarray:
+    """One small-text selection on raw arrays, through the lightest entry points it has."""
+    if kind == "coreset":
+        # Its indices: the pool first, then the labeled rows, all in one matrix (as its query() does).
+        x = np.vstack([emb, labeled])
+        return greedy_coreset(x, np.arange(emb.shape[0]), np.arange(emb.shape[0], x.shape[0]), k,
+                              distance_metric="euclidean", normalized=True)
+    np.random.seed(0)  # EmbeddingKMeans builds KMeans() without a random_state
+    # sample() ignores clf, dataset and y.
+    return EmbeddingKMeans(normalize=False).sample(None, None, np.arange(emb.shape[0]), np.array([], int),
+                                                   None, k, emb)
+
+
+def _child(
+    conn: Connection, kind: str, data_args: tuple[int, int, int], subset: np.ndarray | None, k: int
+) -> None:
+    try:
+        emb, labeled, _ = make_data(*data_args)  # rebuilt from the seed: nothing big to pickle
+        if subset is not None:
+            emb = emb[subset]
+        smalltext_job(kind, emb[:300], labeled, 5)  # warm-up: lazy imports, thread pools
+        conn.send("ready")
+        t0 = time.perf_counter()
+        out = smalltext_job(kind, emb, labeled, k)
+        conn.send((time.perf_counter() - t0, np.asarray(out)))
+    except Exception as exc:  # report, don't hang the parent
+        conn.send(exc)
+    conn.close()
+
+
+def timed_with_cap(
+    kind: str, data_args: tuple[int, int, int], subset: np.ndarray | None, k: int, timeout: float
+) -> tuple[float, np.ndarray] | str:
+    """Run a small-text job in a fresh (spawned) process and stop it after `timeout` seconds.
+
+    Spawn, not fork: a forked child can hang in sklearn's OpenMP runtime once the parent has used it.
+    """
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, kind, data_args, subset, k), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(300) or parent.recv() != "ready":
+            return "error: the child process did not start"
+        if not parent.poll(timeout):
+            return f"> {timeout:.0f} s (stopped)"
+        result = parent.recv()
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join()
+    if isinstance(result, Exception):
+        return f"error: {result!r}"
+    return result
+
+
+def fmt_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def ours_table(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, k: int) -> list[str]:
+    rows = [fmt_row(["strategy", "time (s)", "coverage: max / mean / max incl. labeled"])]
+    rows.append(fmt_row(["---"] * 3))
+    print("\n".join(rows), flush=True)
+    strategies = [get_strategy(name) for name in
+                  ("random", "entropy", "least_confidence", "mnlp", "kmeans", "coreset", "hybrid")]
+    strategies += [HybridSampling(diversity="kmeans++"), get_strategy("weighted_hybrid")]
+    for s in strategies:
+        label = s.name if not isinstance(s, HybridSampling) else f"hybrid ({s.diversity}, beta={s.beta:g})"
+        secs, sel = timed(lambda s=s: s.select(pool, k, np.random.default_rng(0)))
+        assert sel.shape == (k,) and np.unique(sel).size == k
+        rows.append(fmt_row([label, f"{secs:.2f}", coverage(emb, sel, labeled)]))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def head_to_head(
+    emb: np.ndarray, labeled: np.ndarray, k: int, timeout: float, data_args: tuple[int, int, int],
+    subset: np.ndarray | None,
+) -> list[str]:
+    n = emb.shape[0]
+    pool = PoolData(ids=[str(i) for i in range(n)], embeddings=emb, labeled_embeddings=labeled)
+    rows = []
+    pairs: list[tuple[str, Callable[[], np.ndarray], str]] = [
+        ("coreset", lambda: CoresetSampling().select(pool, k), "greedy_coreset"),
+        ("kmeans", lambda: KMeansSampling().select(pool, k, np.random.default_rng(0)), "EmbeddingKMeans"),
+    ]
+    for name, ours_fn, theirs_name in pairs:
+        t_ours, sel = timed(ours_fn)
+        cov_ours = coverage(emb, sel, labeled)
+        if SMALL_TEXT is None:
+            theirs, ratio, cov_theirs = "not installed", "-", "-"
+        else:
+            res = timed_with_cap(name, data_args, subset, k, timeout)
+            if isinstance(res, str):
+                theirs, ratio, cov_theirs = res, f"> {timeout / t_ours:.0f}x", "-"
+            else:
+                t_theirs, sel_theirs = res
+                uniq = np.unique(sel_theirs).size
+                cov_theirs = coverage(emb, sel_theirs, labeled)
+                theirs = f"{t_theirs:.2f}" + ("" if uniq == k else f" ({uniq} unique of {k})")
+                if np.array_equal(sel_theirs, sel):
+                    theirs += " (same picks, same order)"
+                ratio = f"{t_theirs / t_ours:.1f}x"
+        rows.append(fmt_row([f"{name} n={n:,} k={k:,}", f"{t_ours:.2f}", theirs_name, theirs, ratio,
+                             cov_ours, cov_theirs]))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--k", type=int, default=1_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small-n", type=int, default=20_000, help="reduced pool for the head-to-head")
+    ap.add_argument("--small-k", type=int, default=200)
+    ap.add_argument("--smalltext-timeout", type=float, default=120.0, help="seconds per small-text call")
+    ap.add_argument("--skip-full-head-to-head", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2, help="time ours as the best of this many runs")
+    args = ap.parse_args(argv)
+    global REPEAT
+    REPEAT = max(1, args.repeat)
+
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, "
+          f"small-text {SMALL_TEXT or 'not installed'}", flush=True)
+    t0 = time.perf_counter()
+    emb, labeled, marginals = make_data(args.n, args.dim, args.seed)
+    print(f"data: n={args.n:,} dim={args.dim} words={sum(m.shape[0] for m in marginals):,} "
+          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    t0 = time.perf_counter()
+    pool = PoolData(ids=[str(i) for i in range(args.n)], marginals=marginals, embeddings=emb,
+                    labeled_embeddings=labeled)
+    _ = pool.flat_marginals
+    print(f"PoolData validation + concatenation: {time.perf_counter() - t0:.2f} s\n", flush=True)
+
+    # Warm-up on a small slice so first-call costs (lazy imports, thread pools) are not timed.
+    tiny = PoolData(ids=[str(i) for i in range(300)], marginals=marginals[:300], embeddings=emb[:300],
+                    labeled_embeddings=labeled)
+    for name in ("least_confidence", "kmeans", "coreset", "hybrid", "weighted_hybrid"):
+        get_strategy(name).select(tiny, 5)
+    print(f"## Ours: select k={args.k:,} of n={args.n:,}\n", flush=True)
+    ours_table(pool, emb, labeled, args.k)
+
+    print("\n## Head-to-head with small-text (same arrays, same 50 labeled rows for the coreset)\n")
+    print(fmt_row(["task", "ours (s)", "small-text fn", "small-text (s)", "time ratio (st / ours)",
+                   "coverage ours", "coverage small-text"]))
+    print(fmt_row(["---"] * 7), flush=True)
+    data_args = (args.n, args.dim, args.seed)
+    if not args.skip_full_head_to_head:
+        head_to_head(emb, labeled, args.k, args.smalltext_timeout, data_args, None)
+    small = np.sort(np.random.default_rng(args.seed + 1).choice(args.n, size=args.small_n, replace=False))
+    head_to_head(emb[small], labeled, args.small_k, args.smalltext_timeout, data_args, small)
+
+
+if __name__ == "__main__":
+    main()

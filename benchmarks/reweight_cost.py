@@ -1,0 +1,195 @@
+"""Seconds per training step: plain vs learning-to-reweight (double backward vs JVP), on MiniLM.
+
+    .venv/bin/python benchmarks/reweight_cost.py            # all variants, one table
+    .venv/bin/python benchmarks/reweight_cost.py --variant jvp --json   # one variant (child mode)
+
+Each variant runs in its own child process (same batches, same seed) so its peak RSS is its own;
+steps are timed after warm-up and the median is reported with a per-phase breakdown:
+
+- plain:        fwd, bwd, opt (clip + AdamW + schedule-free step)
+- reference:    inner (fwd + ∇θ Σεℓ with create_graph), virtual (meta fwd at θ − α∇), eps_bwd
+                (second-order backward to ε), then the real fwd, bwd, opt
+- jvp-separate: meta (meta fwd + bwd, no dropout), jvp (torch.func.jvp of the loss vector, no
+                dropout), then the real fwd, bwd, opt — `training.reweight.fast_weights` + a step
+- jvp:          meta, dual_fwd (one train-mode forward giving the losses and their JVP), bwd, opt —
+                what `training.trainer` runs by default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+VARIANTS = ("plain", "reference", "jvp-separate", "jvp")
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO.parent / "shared" / "data")) / "bc5cdr"
+
+
+def run_variant(args: argparse.Namespace) -> dict:
+    import torch
+    from torch.func import functional_call
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from training import reweight as rw
+    from training.data import label_set, load_split, sample
+    from training.model import StudentTagger
+    from training.trainer import TrainConfig, _param_groups
+
+    torch.manual_seed(0)
+    train = sample(load_split(args.data / "train.jsonl"), args.batch * (args.steps + args.warmup), 0)
+    meta = sample(load_split(args.data / "dev.jsonl"), args.meta_batch * (args.steps + args.warmup), 0)
+    tagger = StudentTagger.from_pretrained(label_set(train + meta), args.encoder, max_length=args.max_length)
+    model = tagger.model
+    enc_train, enc_meta = tagger.encode_examples(train), tagger.encode_examples(meta)
+    config = TrainConfig()
+    alphas = rw.step_sizes(model, config.encoder_lr, config.head_lr)
+    optimizer = torch.optim.AdamW(_param_groups(model, config), eps=config.adam_eps, weight_decay=0.0)
+    phases: dict[str, list[float]] = {}
+
+    class Clock:
+        def __init__(self) -> None:
+            self.t = time.perf_counter()
+
+        def lap(self, name: str) -> None:
+            now = time.perf_counter()
+            phases.setdefault(name, []).append(now - self.t)
+            self.t = now
+
+    def real_step(clock: Clock, batch: dict, weights: torch.Tensor | None) -> None:
+        model.train()
+        logits = model(**rw.model_inputs(batch)).logits
+        if weights is None:
+            loss = rw.token_mean_loss(logits, batch["labels"])
+        else:
+            loss = (weights * rw.per_sentence_losses(logits, batch["labels"])).sum()
+        clock.lap("fwd")
+        finish(clock, loss)
+
+    def finish(clock: Clock, loss: torch.Tensor) -> None:
+        loss.backward()
+        clock.lap("bwd")
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        clock.lap("opt")
+
+    def plain(batch: dict, meta_batch: dict) -> None:
+        real_step(Clock(), batch, None)
+
+    def reference(batch: dict, meta_batch: dict) -> None:
+        # rw.reference_meta_gradient, split into its phases (checked equal to it below).
+        clock = Clock()
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        with rw.no_dropout(model), sdpa_kernel([SDPBackend.MATH]):
+            logits = functional_call(model, params, args=(), kwargs=rw.model_inputs(batch)).logits
+            losses = rw.per_sentence_losses(logits, batch["labels"])
+            eps = torch.zeros_like(losses.detach()).requires_grad_()
+            grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
+            clock.lap("inner")
+            virtual = {n: p - alphas[n] * g for (n, p), g in zip(params.items(), grads, strict=True)}
+            meta_loss = rw.token_mean_loss(
+                functional_call(model, virtual, args=(), kwargs=rw.model_inputs(meta_batch)).logits,
+                meta_batch["labels"])
+            clock.lap("virtual")
+            (g_eps,) = torch.autograd.grad(meta_loss, eps)
+            clock.lap("eps_bwd")
+        real_step(clock, batch, rw.normalise_weights(-g_eps))
+
+    def jvp_separate(batch: dict, meta_batch: dict) -> None:
+        clock = Clock()
+        tangent = rw.meta_tangent(model, meta_batch, alphas)
+        clock.lap("meta")
+        weights = rw.normalise_weights(rw.sentence_alignments(model, batch, tangent))
+        clock.lap("jvp")
+        real_step(clock, batch, weights)
+
+    def jvp_fused(batch: dict, meta_batch: dict) -> None:
+        clock = Clock()
+        tangent = rw.meta_tangent(model, meta_batch, alphas)
+        clock.lap("meta")
+        model.train()
+        losses, alignments = rw.losses_and_alignments(model, batch, tangent)
+        loss = (rw.normalise_weights(alignments) * losses).sum()
+        clock.lap("dual_fwd")
+        finish(clock, loss)
+
+    steps: dict[str, Callable[[dict, dict], None]] = {
+        "plain": plain, "reference": reference, "jvp-separate": jvp_separate, "jvp": jvp_fused}
+    step = steps[args.variant]
+    if args.variant == "reference":  # the timed copy must compute what the library computes
+        b, m = tagger.collate(enc_train[: args.batch]), tagger.collate(enc_meta[: args.meta_batch])
+        expected = rw.reference_weights(model, b, m, alphas)
+        model.train()
+        torch.testing.assert_close(expected, rw.fast_weights(model, b, m, alphas), rtol=1e-3, atol=1e-5)
+    totals, widths = [], []
+    for i in range(args.warmup + args.steps):
+        batch = tagger.collate(enc_train[i * args.batch : (i + 1) * args.batch])
+        meta_batch = tagger.collate(enc_meta[i * args.meta_batch : (i + 1) * args.meta_batch])
+        if i == args.warmup:
+            phases.clear()
+        t = time.perf_counter()
+        step(batch, meta_batch)
+        if i >= args.warmup:
+            totals.append(time.perf_counter() - t)
+            widths.append(batch["input_ids"].shape[1])
+    return {
+        "variant": args.variant,
+        "median_s": statistics.median(totals),
+        "phases": {k: statistics.median(v) for k, v in phases.items()},
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "median_padded_len": statistics.median(widths),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", choices=VARIANTS, help="run one variant (child mode)")
+    parser.add_argument("--json", action="store_true", help="print the child result as JSON")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--encoder", default=None, help="local checkpoint (default: packaged MiniLM)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--meta-batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=128)
+    args = parser.parse_args(argv)
+    if args.variant:
+        result = run_variant(args)
+        print(json.dumps(result) if args.json else result)
+        return
+
+    forwarded = list(argv if argv is not None else sys.argv[1:])
+    results = []
+    load_before = os.getloadavg()[0]
+    for variant in VARIANTS:
+        out = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, "--json", *forwarded],
+            check=True, capture_output=True, text=True, cwd=REPO,
+        )
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"{variant}: {results[-1]['median_s']:.3f} s/step", file=sys.stderr, flush=True)
+    plain = results[0]["median_s"]
+    print(f"\nMiniLM, batch {args.batch} train + {args.meta_batch} meta, BC5CDR, max length "
+          f"{args.max_length}, median of {args.steps} steps after {args.warmup} warm-up, "
+          f"{results[0]['threads']} threads, median padded length {results[0]['median_padded_len']:.0f}, "
+          f"load average {load_before:.2f} → {os.getloadavg()[0]:.2f}\n")
+    print("| variant | s/step | vs plain | peak RSS | where the time goes (median s) |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        parts = ", ".join(f"{k} {v:.3f}" for k, v in r["phases"].items())
+        print(f"| {r['variant']} | {r['median_s']:.3f} | {r['median_s'] / plain:.2f}× | "
+              f"{r['peak_rss_gb']:.2f} GB | {parts} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Learning to reweight (Ren et al., 2018), one weight per training sentence.
+
+Each training sentence i gets a weight from how a tiny virtual SGD step on it would change the
+token-mean loss on a clean (gold) meta batch:
+
+    θ̂(ε) = θ − α ⊙ ∇θ Σᵢ εᵢ ℓᵢ(θ),     gᵢ = ∂ L_meta(θ̂(ε)) / ∂εᵢ at ε = 0,
+    w̃ᵢ = max(−gᵢ, 0),                  w = w̃ / Σ w̃   (all zero → w = 0: the batch teaches nothing).
+
+`α` is a per-parameter step size: the encoder lr for encoder parameters, the head lr for the rest
+(as in LLMaAA, where the encoder:head ratio is the only scale that survives the normalisation).
+
+Two ways to compute g, equal up to floating point:
+
+- `reference_weights`: the literal recipe, a virtual step built with `create_graph=True` and a
+  second backward to ε (what `higher` did in the LLMaAA code);
+- `fast_weights` (default): the exact closed form at ε = 0, −gᵢ = ⟨α ⊙ ∇θ L_meta, ∇θ ℓᵢ⟩, i.e. the
+  Jacobian of the per-sentence loss vector times one tangent: one meta backward and one
+  forward-mode JVP, no second-order graph.
+
+Deviation from the paper: all meta computations run without dropout (eval mode). The paper's
+meta forward used a fresh dropout mask, which only adds noise to the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+from torch.func import functional_call, jvp
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from training.model import IGNORE_INDEX
+
+Batch = Mapping[str, torch.Tensor]  # input_ids, attention_mask, [token_type_ids], labels
+Method = Literal["jvp", "reference"]
+METHODS: tuple[str, ...] = ("jvp", "reference")
+
+
+def _full_precision(logits: torch.Tensor) -> torch.Tensor:
+    # Half-precision logits are upcast for the loss; float64 stays float64 (tight equality tests).
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def per_sentence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy of each sentence over its labelled positions, shape `(n,)`."""
+    ce = nn.functional.cross_entropy(
+        _full_precision(logits).transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    mask = (labels != IGNORE_INDEX).to(ce.dtype)
+    return (ce * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def token_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over every labelled position of the batch (not a mean of means)."""
+    ce = nn.functional.cross_entropy(
+        _full_precision(logits).transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    mask = (labels != IGNORE_INDEX).to(ce.dtype)
+    return (ce * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def model_inputs(batch: Batch) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def encoder_param_names(model: nn.Module) -> set[str]:
+    """Names of the trainable parameters inside `model.base_model` (the pretrained encoder)."""
+    base = getattr(model, "base_model", None)
+    if base is None or base is model:
+        return set()
+    ids = {id(p) for p in base.parameters()}
+    return {n for n, p in model.named_parameters() if p.requires_grad and id(p) in ids}
+
+
+def step_sizes(model: nn.Module, encoder_lr: float, head_lr: float) -> dict[str, float]:
+    """Per-parameter virtual step size: `encoder_lr` inside `model.base_model`, `head_lr` elsewhere."""
+    encoder = encoder_param_names(model)
+    return {
+        name: (encoder_lr if name in encoder else head_lr)
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def normalise_weights(neg_grad: torch.Tensor) -> torch.Tensor:
+    """Positive part, normalised to sum 1; an all-non-positive vector becomes all zeros."""
+    w = neg_grad.detach().clamp(min=0)
+    total = w.sum()
+    return w / total if total > 0 else torch.zeros_like(w)
+
+
+@contextlib.contextmanager
+def no_dropout(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the meta computations; restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def reference_meta_gradient(model: nn.Module, train_batch: Batch, meta_batch: Batch,
+                            alphas: Mapping[str, float]) -> torch.Tensor:
+    """Ren et al. literally: g = ∂L_meta(θ̂(ε))/∂ε at ε = 0 through a differentiable virtual SGD step."""
+    params = _trainable(model)
+    labels = train_batch["labels"]
+    # Double backward through attention needs the math SDPA kernel (the fused CPU one has no
+    # second derivative).
+    with no_dropout(model), sdpa_kernel([SDPBackend.MATH]):
+        logits = functional_call(model, params, args=(), kwargs=model_inputs(train_batch)).logits
+        losses = per_sentence_losses(logits, labels)
+        eps = torch.zeros_like(losses.detach()).requires_grad_()
+        inner = (eps * losses).sum()
+        grads = torch.autograd.grad(inner, list(params.values()), create_graph=True, allow_unused=True)
+        virtual = {
+            name: p if g is None else p - alphas[name] * g
+            for (name, p), g in zip(params.items(), grads, strict=True)
+        }
+        meta_logits = functional_call(model, virtual, args=(), kwargs=model_inputs(meta_batch)).logits
+        meta_loss = token_mean_loss(meta_logits, meta_batch["labels"])
+        (g_eps,) = torch.autograd.grad(meta_loss, eps)
+    return g_eps
+
+
+def reference_weights(model: nn.Module, train_batch: Batch, meta_batch: Batch,
+                      alphas: Mapping[str, float]) -> torch.Tensor:
+    """w = normalise(max(−g, 0)) with g from the double-backward reference."""
+    return normalise_weights(-reference_meta_gradient(model, train_batch, meta_batch, alphas))
+
+
+def meta_tangent(model: nn.Module, meta_batch: Batch, alphas: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """`α ⊙ ∇θ L_meta(θ)` without dropout: the direction the JVP projects every sentence onto."""
+    params = _trainable(model)
+    with no_dropout(model):
+        meta_loss = token_mean_loss(model(**model_inputs(meta_batch)).logits, meta_batch["labels"])
+        grads = torch.autograd.grad(meta_loss, list(params.values()), allow_unused=True)
+    return {
+        name: (torch.zeros_like(p) if g is None else g.mul_(alphas[name]))
+        for (name, p), g in zip(params.items(), grads, strict=True)
+    }
+
+
+def sentence_alignments(model: nn.Module, train_batch: Batch,
+                        tangent: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """`(⟨tangent, ∇θ ℓᵢ⟩)ᵢ` for the batch as one forward-mode JVP (= −gᵢ when tangent = α ⊙ ∇L_meta)."""
+    primals = {n: p.detach() for n, p in _trainable(model).items()}
+    inputs, labels = model_inputs(train_batch), train_batch["labels"]
+
+    def losses(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return per_sentence_losses(functional_call(model, params, args=(), kwargs=inputs).logits, labels)
+
+    # The fused CPU flash kernel has no forward-mode derivative; the math SDPA kernel does, and an
+    # eager-attention model ignores this context.
+    with no_dropout(model), sdpa_kernel([SDPBackend.MATH]):
+        _, tangent_out = jvp(losses, (primals,), (dict(tangent),))
+    return tangent_out
+
+
+def losses_and_alignments(model: nn.Module, train_batch: Batch,
+                          tangent: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward in the model's current mode giving both the per-sentence losses (with their
+    backward graph, for the real step) and their JVP along `tangent` (the sentence alignments).
+
+    This is what the trainer's default step uses: the real step needs that forward anyway, so
+    the alignments cost only the tangent half of a JVP. In train mode the alignments are those of
+    the dropout mask of the very step being taken; without dropout they equal `sentence_alignments`.
+    """
+    params = _trainable(model)
+    with fwAD.dual_level(), sdpa_kernel([SDPBackend.MATH]):
+        dual = {n: fwAD.make_dual(p, tangent[n]) for n, p in params.items()}
+        logits = functional_call(model, dual, args=(), kwargs=model_inputs(train_batch)).logits
+        losses = per_sentence_losses(logits, train_batch["labels"])
+        primal, alignments = fwAD.unpack_dual(losses)
+    if alignments is None:  # no parameter reaches the loss along the tangent
+        alignments = torch.zeros_like(primal)
+    return primal, alignments.detach()
+
+
+def fast_weights(model: nn.Module, train_batch: Batch, meta_batch: Batch,
+                 alphas: Mapping[str, float]) -> torch.Tensor:
+    """The same weights as `reference_weights` via one meta backward plus one JVP."""
+    return normalise_weights(sentence_alignments(model, train_batch, meta_tangent(model, meta_batch, alphas)))
+
+
+def compute_weights(model: nn.Module, train_batch: Batch, meta_batch: Batch,
+                    alphas: Mapping[str, float], method: Method = "jvp") -> torch.Tensor:
+    if method == "jvp":
+        return fast_weights(model, train_batch, meta_batch, alphas)
+    if method == "reference":
+        return reference_weights(model, train_batch, meta_batch, alphas)
+    raise ValueError(f"unknown reweight method {method!r}; choose one of {METHODS}")
