@@ -30,7 +30,7 @@ class MLBase(ABC):
         self.extra = extra
         self.setup()
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # noqa: B027 - optional hook, as in LabelStudioMLBase
         """Build what the model needs; called once per instance."""
 
     @property

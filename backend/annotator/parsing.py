@@ -125,7 +125,7 @@ def _scan(s: str) -> list[tuple[str, str]] | None:
         i = min(starts)
         tries += 1
         try:
-            value, _end = decoder.raw_decode(s, i)
+            value, end = decoder.raw_decode(s, i)
         except (ValueError, RecursionError):
             if _closing_index(s, i) is None:
                 # Unclosed from here on: everything after is inside a truncated value, and a
@@ -138,7 +138,7 @@ def _scan(s: str) -> list[tuple[str, str]] | None:
         # an explicit {"entities": []} or a non-empty list is.
         if pairs is not None and (pairs or i >= outer_end or isinstance(value, dict)):
             return pairs
-        outer_end = max(outer_end, _end)
+        outer_end = max(outer_end, end)
         pos = i + 1  # a complete value that is not an answer: look inside it ({"result": {...}})
     return None
 

@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from conftest import API_KEY, FakeLLM, reply, sleep_then, status
+from annot_fakes import API_KEY, FakeLLM, reply, sleep_then, status
 
 from backend.annotator.client import LLMCallError, LLMClient, entities_json_schema
 

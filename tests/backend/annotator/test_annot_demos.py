@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import FakeEmbedder
+from annot_fakes import FakeEmbedder
 
 from backend.annotator.demos import DemoIndex
 from training.spans import Span
