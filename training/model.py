@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ class StudentTagger:
         self.max_length = max_length
         self._o_row = np.zeros(len(self.labels), dtype=np.float32)
         self._o_row[self.label2id["O"]] = 1.0
+        self._lock = threading.Lock()  # a web backend may score from several threads at once
 
     # ----------------------------------------------------------------- construction and persistence
     @classmethod
@@ -231,29 +233,41 @@ class StudentTagger:
         embeddings = np.zeros((len(texts), hidden), dtype=np.float32) if with_embeddings else None
         # Length bucketing: neighbours in sorted order pad to nearly the same width.
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for s in range(0, len(order), batch_size):
-                    idx = order[s : s + batch_size]
-                    batch = self.collate([encoded[i] for i in idx])
-                    out = self.model(**batch, output_hidden_states=with_embeddings)
-                    probs = torch.softmax(out.logits.float(), dim=-1).numpy()
-                    for r, i in enumerate(idx):
-                        first = np.asarray(encoded[i].word_first, dtype=np.int64)
-                        rows = np.tile(self._o_row, (len(first), 1))
-                        seen = first >= 0
-                        rows[seen] = probs[r, first[seen]]
-                        marginals[i] = rows
-                    if embeddings is not None:
-                        last = out.hidden_states[-1]
-                        mask = batch["attention_mask"].unsqueeze(-1).to(last.dtype)
-                        pooled = (last * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                        embeddings[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
-        finally:
-            self.model.train(was_training)
+        with self._lock:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                self._infer_batches(encoded, order, batch_size, marginals, embeddings)
+            finally:
+                self.model.train(was_training)
         return marginals, embeddings
+
+    def _infer_batches(
+        self,
+        encoded: Sequence[EncodedText],
+        order: Sequence[int],
+        batch_size: int,
+        marginals: list[np.ndarray],
+        embeddings: np.ndarray | None,
+    ) -> None:
+        """Fill `marginals` (and `embeddings`) in place, batch by batch in `order`."""
+        with torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = list(order[s : s + batch_size])
+                batch = self.collate([encoded[i] for i in idx])
+                out = self.model(**batch, output_hidden_states=embeddings is not None)
+                probs = torch.softmax(out.logits.float(), dim=-1).numpy()
+                for r, i in enumerate(idx):
+                    first = np.asarray(encoded[i].word_first, dtype=np.int64)
+                    rows = np.tile(self._o_row, (len(first), 1))
+                    seen = first >= 0
+                    rows[seen] = probs[r, first[seen]]
+                    marginals[i] = rows
+                if embeddings is not None:
+                    last = out.hidden_states[-1]
+                    mask = batch["attention_mask"].unsqueeze(-1).to(last.dtype)
+                    pooled = (last * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                    embeddings[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
 
     def decode(self, text: str, marginals: np.ndarray) -> list[Span]:
         """Argmax tag per word, IOB2 chunks over words, one span per chunk.
