@@ -139,7 +139,8 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = 
         raise LabelStudioError(f"the LLM annotated none of the {len(selected)} selected tasks; queue unchanged")
     for pid in [int(p.id) for p in ls.predictions.list(project=project_id) if p.model_version == version]:
         ls.predictions.delete(id=pid)  # a crashed earlier attempt at this round: never duplicate
-    uploaded = import_predictions_checked(ls, project_id, model.schema, predictions)
+    texts = {t["id"]: t["data"][key] for t, _ in ok}
+    uploaded = import_predictions_checked(ls, project_id, model.schema, predictions, texts)
     try:
         ls.projects.update(id=project_id, sampling="Uncertainty sampling", model_version=version)
     except Exception as exc:  # noqa: BLE001

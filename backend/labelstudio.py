@@ -116,12 +116,13 @@ def fetch_verified(ls: LabelStudio, project_id: int, schema: LabelSchema) -> lis
 
 
 def import_predictions_checked(
-    ls: LabelStudio, project_id: int, schema: LabelSchema, predictions: Sequence[dict[str, Any]]
+    ls: LabelStudio, project_id: int, schema: LabelSchema, predictions: Sequence[dict[str, Any]],
+    texts: Mapping[int, str] | None = None,
 ) -> int:
     """Validate first, because `import_predictions` silently drops invalid items; then check the count."""
     problems: list[str] = []
     for p in predictions:
-        errors = schema.validate_prediction(p)
+        errors = schema.validate_prediction(p, text=(texts or {}).get(p.get("task")))
         if errors:
             problems.append(f"task {p.get('task')}: {'; '.join(map(str, errors))}")
     if problems:

@@ -11,7 +11,7 @@ from typing import Any
 
 from label_studio_sdk import LabelStudio
 
-from backend.labeling_config import LabelSpec, build_label_config, parse_label_config
+from backend.labeling_config import build_label_config, load_labels_file, parse_label_config
 from backend.labelstudio import (
     LabelStudioError,
     explain,
@@ -26,24 +26,6 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
 ML_TITLE = "llmaaa"
-
-
-def load_labels(path: Path) -> list[LabelSpec]:
-    """A labels file: JSON `{"Chemical": "description", ...}` or lines `Chemical: description`."""
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = json.loads(raw)
-        if not isinstance(data, dict) or not data:
-            raise ValueError(f"{path}: expected a JSON object of label -> description")
-        return [LabelSpec(str(k), str(v)) for k, v in data.items()]
-    labels = []
-    for line in raw.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            value, _, description = line.partition(":")
-            labels.append(LabelSpec(value.strip(), description.strip() or value.strip()))
-    if not labels:
-        raise ValueError(f"{path}: no labels")
-    return labels
 
 
 def read_task_texts(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
@@ -194,7 +176,8 @@ def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int
         for task, outcome in zip(todo, outcomes, strict=True)
         if outcome.ok
     ]
-    stored = import_predictions_checked(ls, project_id, model.schema, predictions)
+    texts = {t["id"]: t["data"].get(model.schema.value_key, "") for t in todo}
+    stored = import_predictions_checked(ls, project_id, model.schema, predictions, texts)
     if stored:
         # After ml.create, project.model_version is the backend's title, which no prediction carries.
         ls.projects.update(id=project_id, model_version=version)
@@ -204,7 +187,7 @@ def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int
 def setup_project(ls: LabelStudio, settings: Settings, title: str, labels_file: Path,
                   data_file: Path | None, limit: int | None, backend_url: str | None,
                   preannotate_n: int = 0) -> SetupReport:
-    labels = load_labels(labels_file)
+    labels = load_labels_file(labels_file)
     label_config = build_label_config(labels)
     parse_label_config(label_config)  # fail here, not inside Label Studio
     project_id, created = ensure_project(ls, title, label_config)

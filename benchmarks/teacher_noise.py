@@ -1,6 +1,6 @@
 """The SIMULATED teacher's quality vs its noise knob: strict entity-level P/R/F1 on full dev splits.
 
-    .venv/bin/python benchmarks/teacher_noise.py --out benchmarks/results/teacher_noise.json
+    .venv/bin/python benchmarks/teacher_noise.py --out /tmp/teacher_noise.json
 
 Strict micro scores: a predicted entity counts only with the exact start, end and label of a gold one.
 Two readings of the same answers:

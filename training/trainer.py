@@ -167,12 +167,14 @@ def train(
     weight_count: dict[str, int] = {}
     dev_curve: list[float] = []
     dev_f1_curve: list[float] = []
+    epoch_times: list[float] = []
     best_loss, best_epoch, best_state = math.inf, 0, None
     step, skipped, bad_epochs, stopped_early = 0, 0, 0, False
 
     for epoch in range(1, config.max_epochs + 1):
         if step >= total_steps:
             break
+        epoch_start = time.perf_counter()
         model.train()
         perm = torch.randperm(len(enc_train), generator=gen).tolist()
         bar = tqdm(total=min(steps_per_epoch, total_steps - step), desc=f"epoch {epoch}",
@@ -206,6 +208,7 @@ def train(
             if loss is not None:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.close()
+        epoch_times.append(time.perf_counter() - epoch_start)
 
         dev_loss, preds = dev_loss_and_predictions(tagger, meta_examples, enc_meta, config.eval_batch_size)
         f1 = entity_scores([ex.spans for ex in meta_examples], preds, [ex.text for ex in meta_examples])["f1"]
@@ -240,6 +243,7 @@ def train(
         "dev_f1": dev["f1"],
         "dev_per_type": dev["per_type"],
         "train_time_s": time.perf_counter() - started,
+        "epoch_train_s": epoch_times,  # optimizer steps only, without the dev evaluation
         "n_train": len(train_examples),
         "n_meta": len(meta_examples),
         "labels": tagger.labels,

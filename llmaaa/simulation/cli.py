@@ -16,6 +16,13 @@ from training.data import Example, load_split
 log = logging.getLogger(__name__)
 
 
+def _fraction(value: str) -> float:
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return x
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "fake-llm", help="serve a SIMULATED OpenAI-compatible LLM that answers from gold labels with noise",
@@ -26,16 +33,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="comma-separated splits to load (missing ones skipped)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--noise", type=float, default=0.3, help="teacher noise in [0, 1] (0: gold answers)")
+    p.add_argument("--noise", type=_fraction, default=0.3, help="teacher noise in [0, 1] (0: gold answers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise model and of the fault injection")
     p.add_argument("--demo-aware", action="store_true",
                    help="simulation ASSUMPTION: entities seen in the prompt's demonstrations are right")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
     p.add_argument("--latency-jitter-ms", type=float, default=0.0,
                    help="extra uniform random delay, up to this")
-    p.add_argument("--fail-rate", type=float, default=None,
+    p.add_argument("--fail-rate", type=_fraction, default=None,
                    help="fraction of requests failing (429 / 500 / hang); default 0.05 * noise")
-    p.add_argument("--malformed-rate", type=float, default=None,
+    p.add_argument("--malformed-rate", type=_fraction, default=None,
                    help="fraction of replies with broken JSON; default 0.1 * noise")
     p.add_argument("--hang-s", type=float, default=60.0, help="how long a 'hang' fault sleeps")
     p.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of simulated 429s")

@@ -53,7 +53,7 @@ FAIL_SPLIT: tuple[tuple[str, float], ...] = (("rate_limited", 0.5), ("server_err
 MALFORMED_SPLIT: tuple[tuple[str, float], ...] = (
     ("prose_json", 0.3), ("code_fence", 0.3), ("truncated", 0.2), ("no_json", 0.2))
 _NO_JSON_PROSE = (
-    "I have read the text carefully. The entities are the chemical and disease names mentioned in it.",
+    "I have read the text carefully. The entities are the names of the requested types mentioned in it.",
     "Sure! The text mentions several entities of the requested types, as highlighted above.",
     "As an AI language model, I would classify the mentions according to the listed types.",
 )

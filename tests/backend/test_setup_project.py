@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.setup_project import load_labels, read_task_texts
+from backend.labeling_config import load_labels_file as load_labels
+from backend.setup_project import read_task_texts
 
 
 def test_labels_json_and_text_forms(tmp_path: Path) -> None:
@@ -14,7 +15,7 @@ def test_labels_json_and_text_forms(tmp_path: Path) -> None:
     t.write_text("# comment\nPER: people\nORG\n")
     assert [(s.value, s.description) for s in load_labels(t)] == [("PER", "people"), ("ORG", "ORG")]
     (tmp_path / "empty.json").write_text("{}")
-    with pytest.raises(ValueError, match="label"):
+    with pytest.raises(ValueError, match="no labels"):
         load_labels(tmp_path / "empty.json")
 
 

@@ -148,5 +148,23 @@ def test_answers_are_legal_token_spans(sentence: tuple[str, list[tuple[int, int]
         assert s.label in {"A", "B", "C"}
         assert text[s.start : s.end] == text[s.start : s.end].strip() != ""
     assert all(a.end <= b.start for a, b in zip(out, out[1:], strict=False)), out  # sorted, no overlaps
+    for s in out:
+        # An answer touching a gold entity comes from it: one side kept (boundary errors move one side);
+        # spurious spans never touch entity tokens.
+        touched = [g for g in gold if s.start < g.end and s.end > g.start]
+        assert len(touched) <= 1 and all(s.start == g.start or s.end == g.end for g in touched), (s, gold)
     if noise == 0:
         assert out == sorted(gold)
+
+
+def test_boundary_errors_never_end_on_an_empty_token() -> None:
+    # "a  b" has an empty token between "a" and "b": cutting one token off must not leave a space edge.
+    tokens = ["x", "aa", "", "bb", "", "cc", "y"]
+    text, offsets = tokens_to_text(tokens)
+    gold = [Span(offsets[1][0], offsets[5][1], "A")]
+    edges = set()
+    for seed in range(300):
+        for s in NoiseModel(["A", "B"], 1.0, seed).corrupt(text, gold):
+            assert text[s.start : s.end] == text[s.start : s.end].strip(), (seed, s)
+            edges.add((s.start, s.end))
+    assert len(edges) > 3  # boundary errors did happen

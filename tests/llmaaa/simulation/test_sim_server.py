@@ -249,3 +249,16 @@ def test_cli_builds_the_configured_app(tmp_path: Path, bc5cdr_dir: Path) -> None
     body = {"model": "m", "messages": prompt("x"),
             "response_format": {"type": "json_schema", "json_schema": SCHEMA}}
     assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 400
+
+
+@pytest.mark.parametrize("u", [0.0, 0.37, 0.99])
+def test_malformed_kinds_are_as_recoverable_as_documented(u: float) -> None:
+    parsing = pytest.importorskip("backend.annotator.parsing")
+    for content in ('{"entities": []}', json.dumps({"entities": [{"span": "aspirin", "type": "Chemical"},
+                                                                 {"span": "pain", "type": "Disease"}]})):
+        expected = [(e["span"], e["type"]) for e in json.loads(content)["entities"]]
+        for kind in ("prose_json", "code_fence"):
+            assert parsing.parse_reply(server_mod.malform(content, kind, u)) == expected
+        for kind in ("truncated", "no_json"):
+            with pytest.raises(parsing.MalformedReplyError):
+                parsing.parse_reply(server_mod.malform(content, kind, u))
