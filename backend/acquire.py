@@ -129,6 +129,8 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = 
     outcomes = model.annotator.annotate_many([t["data"][key] for t in selected],
                                              concurrency=settings.llm_concurrency, progress=progress)
     ok = [(t, o) for t, o in zip(selected, outcomes, strict=True) if o.ok]
+    for task, outcome in ok:
+        model.record_llm_label(task, outcome)
     predictions = []
     for rank, (task, outcome) in enumerate(ok):
         pred = model.to_prediction(task, outcome)

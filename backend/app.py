@@ -69,6 +69,11 @@ def _authorized(settings: Settings, endpoint: str) -> bool:
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> Flask:
     settings = settings or get_settings()
     models = registry or ModelRegistry(settings)
+    scheduler = None
+    if settings.redis_url:
+        from backend.jobs import RetrainScheduler
+
+        scheduler = RetrainScheduler(settings.redis_url, settings.min_new_annotations)
     app = Flask("llmaaa")
     app.config["MODELS"] = models
 
@@ -153,7 +158,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         if model is None and isinstance(label_config, str) and action in TRAIN_EVENTS:
             model = models.get(project_id, label_config)
         result = model.fit(action, body) if model is not None and action in TRAIN_EVENTS else {}
-        return jsonify({"status": "ok", "action": action, **result})
+        retrain: dict[str, Any] = {"enabled": False}
+        if scheduler is not None and action in TRAIN_EVENTS:
+            from backend.jobs import QueueUnavailable
+
+            try:
+                queued = scheduler.on_event(project_id, action)
+            except QueueUnavailable as exc:
+                log.error("webhook %s for project %s: %s", action, project_id, exc)
+                return jsonify({"error": str(exc), "action": action}), 503
+            retrain = {"enabled": True, "queued": queued.queued, "job_id": queued.job_id, "reason": queued.reason}
+        return jsonify({"status": "ok", "action": action, **result, "retrain": retrain})
 
     @app.get("/versions")
     def versions() -> Response:

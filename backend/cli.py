@@ -31,6 +31,25 @@ def register(sub: Any) -> None:
     setup.add_argument("--ls-url", help="Label Studio URL (default: LABEL_STUDIO_URL)")
     setup.set_defaults(func=cmd_setup_project)
 
+    acquire = sub.add_parser("acquire", help="one acquisition round: score, select, LLM-annotate, reorder the queue")
+    acquire.add_argument("--project", type=int, required=True)
+    acquire.add_argument("--strategy", default="hybrid", help="random, entropy, least_confidence, mnlp, kmeans, "
+                         "coreset, hybrid, weighted_hybrid")
+    acquire.add_argument("--batch", type=int, default=50)
+    acquire.add_argument("--suspect-fraction", type=float, default=0.0,
+                         help="share of the queue given to LLM labels the student distrusts (low learned weight)")
+    acquire.add_argument("--seed", type=int, default=0)
+    acquire.set_defaults(func=cmd_acquire)
+
+    worker = sub.add_parser("worker", help="an RQ worker that runs retrain jobs (run several to scale out)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--name", help="worker name (default: host and pid)")
+    worker.set_defaults(func=cmd_worker)
+
+    status = sub.add_parser("status", help="model versions, last training metrics and job state of a project")
+    status.add_argument("--project", type=int, required=True)
+    status.set_defaults(func=cmd_status)
+
     costs = sub.add_parser("costs", help="LLM calls, tokens and cost from the ledger")
     costs.add_argument("--json", action="store_true")
     costs.set_defaults(func=cmd_costs)
@@ -94,4 +113,74 @@ def cmd_costs(args: argparse.Namespace) -> int:
               f"{row['completion_tokens']:>10} {row['usd']:>9.4f}")
     if not summary:
         print("(no LLM calls recorded yet)")
+    return 0
+
+
+def _ls_from_settings() -> Any:
+    from backend.labelstudio import connect
+    from backend.settings import get_settings
+
+    s = get_settings()
+    key = s.label_studio_api_key.get_secret_value() if s.label_studio_api_key else ""
+    return connect(s.label_studio_url or "", key)
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    from acquisition.base import AcquisitionError
+    from backend.acquire import acquire_round
+    from backend.labelstudio import LabelStudioError
+    from backend.settings import get_settings
+
+    try:
+        report = acquire_round(_ls_from_settings(), args.project, get_settings(), args.strategy, args.batch,
+                               args.suspect_fraction, progress=True, seed=args.seed)
+    except (LabelStudioError, AcquisitionError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = report.to_dict()
+    out["order"] = out["order"][:20]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import redis
+    from rq import Worker
+
+    from backend.jobs import QUEUE_NAME, safe_url
+    from backend.settings import get_settings
+
+    settings = get_settings()
+    conn = redis.Redis.from_url(settings.redis_url)
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        print(f"error: Redis at {safe_url(settings.redis_url)} does not answer ({exc})", file=sys.stderr)
+        return 2
+    # Models load lazily inside each job (never at import), so forking work-horses stay light.
+    worker = Worker([QUEUE_NAME], connection=conn, name=args.name)
+    worker.work(burst=args.burst, with_scheduler=False)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from backend.settings import get_settings
+    from backend.state import ProjectState
+    from backend.student import model_store
+
+    settings = get_settings()
+    state = ProjectState(settings.llmaaa_data_dir, args.project).read()
+    out: dict[str, Any] = {"project": args.project, "state": state,
+                           "student_versions": model_store(settings.llmaaa_data_dir, args.project).versions()}
+    if settings.redis_url:
+        import redis
+
+        from backend.jobs import queue_status
+
+        try:
+            out["queue"] = queue_status(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1),
+                                        args.project)
+        except redis.RedisError as exc:
+            out["queue"] = {"error": f"Redis unavailable: {type(exc).__name__}"}
+    print(json.dumps(out, indent=2, default=str))
     return 0

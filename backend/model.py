@@ -25,9 +25,11 @@ from backend.labelstudio import (
     result_to_spans,
     submitted_annotation,
 )
+from backend.llm_labels import LLMLabelStore
 from backend.metrics import REGISTRY
 from backend.settings import Settings, get_settings
 from backend.state import ProjectState
+from backend.student import StudentCache, StudentHandle
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,10 @@ class NERBackendModel(MLBase):
             k=s.knn_k, domain=s.ner_domain,
         )
         self.state = ProjectState(s.llmaaa_data_dir, self.project_id)
+        self.llm_labels = LLMLabelStore(s.llmaaa_data_dir, self.project_id)
+        self.students = StudentCache(s.llmaaa_data_dir, self.project_id)
+        # Demo-index updates embed text (and load MiniLM the first time): never inside a webhook request.
+        self._index_updates = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"index-{self.project_id}")
         self._annotation_task: dict[int, int] = {}  # annotation id -> task id, for deletions
         self._demos_ready = threading.Event()
         self._demo_lock = threading.Lock()
@@ -155,6 +161,9 @@ class NERBackendModel(MLBase):
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None,
                 **kwargs: Any) -> list[list[dict[str, Any]]]:
         s = self.runtime.settings
+        student = self.serving_student()
+        if student is not None:
+            return self.predict_with_student(tasks, student)
         deadline = time.monotonic() + s.predict_deadline_s
         # First use: give the background demo fetch a moment, so the first predictions get demos.
         self._demos_ready.wait(timeout=min(20.0, s.predict_deadline_s / 4))
@@ -183,8 +192,53 @@ class NERBackendModel(MLBase):
                 results.append([])
                 continue
             REGISTRY.inc("llmaaa_predict_tasks_total", outcome="annotated")
+            self.record_llm_label(task, outcome)
             results.append([self.to_prediction(task, outcome)])
         return results
+
+    def serving_student(self) -> StudentHandle | None:
+        """The student when the configured source says so (`auto`: once it beats the LLM's held-out F1)."""
+        source = self.runtime.settings.prediction_source
+        state = self.state.read()
+        if source == "llm" or not state.get("student_version"):
+            return None
+        if source == "auto":
+            student_f1, llm_f1 = state.get("student_f1"), state.get("llm_f1")
+            if student_f1 is None or llm_f1 is None or student_f1 <= llm_f1:
+                return None
+        return self.students.current(state["student_version"])
+
+    def predict_with_student(self, tasks: list[dict[str, Any]], student: StudentHandle) -> list[list[dict[str, Any]]]:
+        """Student spans: region score = the span's confidence (mean probability of its chosen tags);
+        task score = mean over words of the top tag probability (1 − least confidence)."""
+        key = self.schema.value_key
+        idx = [i for i, t in enumerate(tasks) if isinstance((t.get("data") or {}).get(key), str)]
+        texts = [tasks[i]["data"][key] for i in idx]
+        spans, pooled = student.model.predict_and_pool(texts) if texts else ([], None)
+        results: list[list[dict[str, Any]]] = [[] for _ in tasks]
+        version = self.model_version
+        for j, i in enumerate(idx):
+            marg = pooled.marginals[j] if pooled is not None else None
+            confidence = float(marg.max(axis=1).mean()) if marg is not None and len(marg) else 1.0
+            regions = [self.schema.to_region(span, texts[j]) for span in spans[j]
+                       if span.label in self.schema.values]
+            score = 1.0 if version != self.annotator.model_version and version.startswith("acq-") else confidence
+            results[i] = [{"result": regions, "score": round(min(1.0, max(0.0, score)), 6), "model_version": version}]
+            REGISTRY.inc("llmaaa_predict_tasks_total", outcome="student")
+        for i, task in enumerate(tasks):
+            if i not in set(idx):
+                self._not_annotated(task, "no_text")
+        return results
+
+    def record_llm_label(self, task: dict[str, Any], outcome: AnnotationOutcome) -> None:
+        """Keep the LLM's spans as training data for the student (see backend.llm_labels)."""
+        if task.get("id") is None:
+            return
+        try:
+            self.llm_labels.put(int(task["id"]), task["data"][self.schema.value_key], outcome.spans,
+                                self.annotator.model_version)
+        except Exception as exc:  # noqa: BLE001 - never fail a prediction over bookkeeping
+            log.warning("could not record the LLM label of task %s: %s", task.get("id"), exc)
 
     def _not_annotated(self, task: dict[str, Any], reason: str) -> None:
         # Never "no entities": LS stores nothing, and asks again next time.
@@ -205,21 +259,25 @@ class NERBackendModel(MLBase):
         if event in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
             task, annotation = data.get("task"), data.get("annotation")
             if isinstance(task, dict) and isinstance(annotation, dict):
-                self._upsert_from_task(task, annotation)
-            return {"status": "demo index updated", "demos": len(self.demos)}
+                self._index_updates.submit(self._upsert_from_task, task, annotation)
+            return {"status": "demo index update queued"}
         if event == "ANNOTATIONS_DELETED":
-            for ann in data.get("annotations") or []:
-                task_id = self._annotation_task.pop(int(ann.get("id", -1)), None)
-                if task_id is None:
-                    continue
-                try:
-                    task = self._ls().tasks.get(id=task_id)
-                    task_d = task if isinstance(task, dict) else task.dict()
-                    self._upsert_from_task(task_d, submitted_annotation(task_d))  # type: ignore[arg-type]
-                except Exception:  # noqa: BLE001
-                    self.demos.remove(str(task_id))  # unknown state: a demo must be verified, so drop it
-            return {"status": "demo index updated", "demos": len(self.demos)}
+            self._index_updates.submit(self._forget_annotations, data.get("annotations") or [])
+            return {"status": "demo index update queued"}
         return {"status": "recorded", "event": event}
+
+    def _forget_annotations(self, annotations: list[dict[str, Any]]) -> None:
+        """The payload has annotation ids only: re-read each affected task to see if it is still verified."""
+        for ann in annotations:
+            task_id = self._annotation_task.pop(int(ann.get("id", -1)), None)
+            if task_id is None:
+                continue
+            try:
+                task = self._ls().tasks.get(id=task_id)
+                task_d = task if isinstance(task, dict) else task.dict()
+                self._upsert_from_task(task_d, submitted_annotation(task_d))  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001
+                self.demos.remove(str(task_id))  # unknown state: a demo must be verified, so drop it
 
 
 class _LazyEmbedder:

@@ -50,7 +50,22 @@ class Settings(BaseSettings):
     # LLM has not finished by this deadline get no prediction now and are retried next time.
     predict_deadline_s: float = 80.0
 
+    # Retraining on RQ. An empty REDIS_URL turns webhook-triggered retraining off (events are only recorded).
     redis_url: str = "redis://127.0.0.1:6379/0"
+    min_new_annotations: int = 1  # annotation events before a retrain is queued (START_TRAINING always is)
+    retrain_min_verified: int = 4
+    retrain_holdout_fraction: float = 0.2  # verified tasks held out to compare the student with the LLM
+    retrain_include_verified: bool = False  # also train on the verified tasks (not only LLM labels)
+    retrain_max_epochs: int = 10
+    retrain_patience: int = 3
+    retrain_reweight: bool = True
+    retrain_mark_suspects: bool = True
+    student_encoder: str | None = None  # a local HF checkpoint dir; default: the packaged MiniLM
+    acquisition_strategy: str = "hybrid"
+    acquisition_batch: int = 50  # tasks queued per round after each retrain; 0 = no acquisition
+
+    # Which model's spans /predict serves: `auto` switches to the student once its F1 on held-out
+    # verified tasks beats the LLM's; `llm` and `student` force one.
     prediction_source: Literal["auto", "llm", "student"] = "auto"
 
     def llm_api_key(self) -> str:

@@ -171,11 +171,11 @@ def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int
             todo.append(task_dict(task))
     texts = [t["data"].get(model.schema.value_key, "") for t in todo]
     outcomes = model.annotator.annotate_many(texts, concurrency=settings.llm_concurrency, progress=progress)
-    predictions = [
-        {"task": task["id"], **model.to_prediction(task, outcome)}
-        for task, outcome in zip(todo, outcomes, strict=True)
-        if outcome.ok
-    ]
+    predictions = []
+    for task, outcome in zip(todo, outcomes, strict=True):
+        if outcome.ok:
+            model.record_llm_label(task, outcome)
+            predictions.append({"task": task["id"], **model.to_prediction(task, outcome)})
     texts = {t["id"]: t["data"].get(model.schema.value_key, "") for t in todo}
     stored = import_predictions_checked(ls, project_id, model.schema, predictions, texts)
     if stored:

@@ -3,7 +3,8 @@
 Endpoints (shapes as the official `openai` client parses them):
 - `POST /v1/chat/completions`: reads the ner.v1 prompt, answers `{"entities": [{"span", "type"}]}`;
 - `GET /v1/models`, `GET /v1/models/<id>`: one model, `owned_by: "llmaaa-simulation"`;
-- `GET /v1/simulation/stats`: counters of requests and injected faults; `POST /v1/simulation/reset`.
+- `GET /v1/simulation/stats`: counters of requests and injected faults; `POST /v1/simulation/reset`;
+- `GET /health`: readiness, open even when an API key is required.
 
 Fault injection (`FaultConfig`), drawn per REQUEST from its own seeded RNG (independent of the noise
 model's per-sentence RNG), so a retry of a failed request may succeed:
@@ -20,6 +21,7 @@ Unless given explicitly, `fail_rate = 0.05 * noise` and `malformed_rate = 0.1 * 
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -165,7 +167,7 @@ def create_app(teacher: SimulatedTeacher, faults: FaultConfig | None = None, *, 
         if not api_key:
             return None
         header = request.headers.get("Authorization", "")
-        if header == f"Bearer {api_key}":
+        if hmac.compare_digest(header.encode(), f"Bearer {api_key}".encode()):
             return None
         state.count("unauthorized")
         return _error(401, "Incorrect API key provided (simulated LLM).", "invalid_request_error",
@@ -188,6 +190,10 @@ def create_app(teacher: SimulatedTeacher, faults: FaultConfig | None = None, *, 
             return _error(404, f"The model '{model_id}' does not exist (simulated LLM serves '{model}').",
                           "invalid_request_error", "model_not_found", "model")
         return jsonify(model_card())
+
+    @app.get("/health")
+    def health() -> Response:  # open even with an API key: for readiness checks
+        return jsonify({"status": "ok", "simulation": True})
 
     @app.get("/v1/simulation/stats")
     def stats() -> Response:

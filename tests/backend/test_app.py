@@ -52,7 +52,7 @@ def failing_llm_url(dev_examples: list[Example]) -> Iterator[str]:
 
 def make_client(tmp_path: Path, llm_url: str, **overrides: Any) -> FlaskClient:
     settings = Settings(llmaaa_data_dir=tmp_path, openai_base_url=llm_url, openai_api_key="sk-unit-secret",
-                        llm_model="sim", llm_timeout_s=2.0, llm_max_retries=1, label_studio_url=None,
+                        llm_model="sim", llm_timeout_s=2.0, llm_max_retries=1, label_studio_url=None, redis_url="",
                         **overrides)
     return create_app(settings).test_client()
 
@@ -124,8 +124,10 @@ def test_webhook_records_verified_task_as_demo(tmp_path: Path, llm_url: str, dev
     payload = {"action": "ANNOTATION_CREATED", "project": {"id": 3, "label_config": CONFIG},
                "task": {"id": 99, "data": {"text": ex.text}}, "annotation": {"id": 5, "result": result}}
     resp = client.post("/webhook", json=payload)
-    assert resp.status_code == 200 and resp.get_json()["demos"] == 1
+    assert resp.status_code == 200 and resp.get_json()["retrain"] == {"enabled": False}
     model = client.application.config["MODELS"].known(3)
+    model._index_updates.submit(lambda: None).result(timeout=60)  # the update runs off the request thread
+    assert len(model.demos) == 1
     (demo,) = model.demos.nearest("anything at all", 1)
     assert demo.text == ex.text and sorted(demo.spans) == sorted(ex.spans)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,14 @@ def test_boundary_errors_never_end_on_an_empty_token() -> None:
             assert text[s.start : s.end] == text[s.start : s.end].strip(), (seed, s)
             edges.add((s.start, s.end))
     assert len(edges) > 3  # boundary errors did happen
+
+
+def test_spurious_spans_cover_only_non_entity_tokens(dev: list[Example]) -> None:
+    model = NoiseModel(label_set(dev), noise=1.0, seed=0)
+    model.rates = NoiseRates(miss=1.0, wrong_type=0.0, boundary=0.0, spurious=1.0)  # only spurious spans left
+    lengths: Counter[int] = Counter()
+    for ex in dev[:500]:
+        for s in model.corrupt(ex.text, ex.spans):
+            assert not any(s.start < g.end and s.end > g.start for g in ex.spans), (s, ex.text)
+            lengths[len(ex.text[s.start : s.end].split(" "))] += 1
+    assert set(lengths) == {1, 2, 3}, lengths

@@ -246,6 +246,7 @@ def test_cli_builds_the_configured_app(tmp_path: Path, bc5cdr_dir: Path) -> None
     assert stats["faults"]["fail_rate"] == 0.0 and stats["faults"]["malformed_rate"] == pytest.approx(0.04)
     auth = {"Authorization": "Bearer k"}
     assert client.get("/v1/models").status_code == 401 and client.get("/v1/models", headers=auth).status_code == 200
+    assert client.get("/health").status_code == 200
     body = {"model": "m", "messages": prompt("x"),
             "response_format": {"type": "json_schema", "json_schema": SCHEMA}}
     assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 400
