@@ -19,7 +19,7 @@ from backend.annotator.cache import ReplyCache
 from backend.annotator.client import LLMClient
 from backend.annotator.ledger import CostLedger
 from backend.annotator.prompt import PromptTemplate
-from backend.labeling_config import LabelSpec, LabelSchema
+from backend.labeling_config import LabelSchema, LabelSpec
 from benchmarks._common import DATA, serve_in_thread, write_result
 from llmaaa.simulation.server import FaultConfig, create_app
 from llmaaa.simulation.teacher import SimulatedTeacher
