@@ -7,12 +7,13 @@
 
 Data: n sentence embeddings (dim 384) from a 50-component Gaussian mixture, L2-normalised like the
 student's; ~25 words per sentence of 5-label softmax marginals; 50 labeled items from the same
-mixture (the LLMaAA seed set). Coverage = distance from a pool item to its nearest selected item:
-the max (k-center objective, lower is better) and the mean.
+mixture (the LLMaAA seed set). Coverage = distance from a pool item to its nearest selected item,
+"max / mean / max with the labeled items counted as centers too" (lower is better).
 
 small-text's `greedy_coreset` recomputes the distances to every selected item at each step (O(n·k²·d)),
-so at full size it is run in a child process under `--smalltext-timeout`; the head-to-head is also
-run at a reduced size (`--small-n`, `--small-k`) where it finishes.
+so each small-text call runs in a spawned child stopped after `--smalltext-timeout` seconds; the
+head-to-head is repeated with a smaller batch (`--small-k`, optionally on `--small-n` items) where it
+finishes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any venv that has numpy+sklearn
-# Idle OpenMP threads (sklearn's k-means) otherwise spin and steal the 2 cores from the next timing.
+# Idle OpenMP threads (sklearn's k-means) sleep instead of spinning on the 2 shared cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from acquisition import (  # noqa: E402
@@ -206,16 +207,28 @@ def head_to_head(
     return rows
 
 
+def run_ours(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, marginals: list[np.ndarray], k: int) -> None:
+    # Warm-up on a small slice so first-call costs (lazy imports, thread pools) are not timed.
+    tiny = PoolData(ids=[str(i) for i in range(300)], marginals=marginals[:300], embeddings=emb[:300],
+                    labeled_embeddings=labeled)
+    for name in ("least_confidence", "kmeans", "coreset", "hybrid", "weighted_hybrid"):
+        get_strategy(name).select(tiny, 5)
+    print(f"## Ours: select k={k:,} of n={pool.n:,}\n", flush=True)
+    ours_table(pool, emb, labeled, k)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--k", type=int, default=1_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--small-n", type=int, default=20_000, help="reduced pool for the head-to-head")
-    ap.add_argument("--small-k", type=int, default=200)
+    ap.add_argument("--small-n", type=int, default=None,
+                    help="subsample the pool for the second head-to-head (default: the same n items)")
+    ap.add_argument("--small-k", type=int, default=100, help="batch size for the second head-to-head")
     ap.add_argument("--smalltext-timeout", type=float, default=120.0, help="seconds per small-text call")
     ap.add_argument("--skip-full-head-to-head", action="store_true")
+    ap.add_argument("--skip-ours", action="store_true", help="only run the head-to-head")
     ap.add_argument("--repeat", type=int, default=2, help="time ours as the best of this many runs")
     args = ap.parse_args(argv)
     global REPEAT
@@ -233,13 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     _ = pool.flat_marginals
     print(f"PoolData validation + concatenation: {time.perf_counter() - t0:.2f} s\n", flush=True)
 
-    # Warm-up on a small slice so first-call costs (lazy imports, thread pools) are not timed.
-    tiny = PoolData(ids=[str(i) for i in range(300)], marginals=marginals[:300], embeddings=emb[:300],
-                    labeled_embeddings=labeled)
-    for name in ("least_confidence", "kmeans", "coreset", "hybrid", "weighted_hybrid"):
-        get_strategy(name).select(tiny, 5)
-    print(f"## Ours: select k={args.k:,} of n={args.n:,}\n", flush=True)
-    ours_table(pool, emb, labeled, args.k)
+    if not args.skip_ours:
+        run_ours(pool, emb, labeled, marginals, args.k)
 
     print("\n## Head-to-head with small-text (same arrays, same 50 labeled rows for the coreset)\n")
     print(fmt_row(["task", "ours (s)", "small-text fn", "small-text (s)", "time ratio (st / ours)",
@@ -248,8 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     data_args = (args.n, args.dim, args.seed)
     if not args.skip_full_head_to_head:
         head_to_head(emb, labeled, args.k, args.smalltext_timeout, data_args, None)
-    small = np.sort(np.random.default_rng(args.seed + 1).choice(args.n, size=args.small_n, replace=False))
-    head_to_head(emb[small], labeled, args.small_k, args.smalltext_timeout, data_args, small)
+    if args.small_n is None or args.small_n >= args.n:
+        head_to_head(emb, labeled, args.small_k, args.smalltext_timeout, data_args, None)
+    else:
+        small = np.sort(np.random.default_rng(args.seed + 1).choice(args.n, size=args.small_n, replace=False))
+        head_to_head(emb[small], labeled, args.small_k, args.smalltext_timeout, data_args, small)
 
 
 if __name__ == "__main__":

@@ -107,22 +107,32 @@ def test_annotations_trigger_retrain_new_version_and_reordered_queue(
         # Humans verify 6 pre-annotated tasks; the webhook (auto-created with the ML backend) fires per save.
         annotate_with_gold(ls, tasks[:6], gold)
         state = ProjectState(Path(loop_env["LLMAAA_DATA_DIR"]), pid)
-        done = wait_for("a retrain to publish a student and run an acquisition round",
-                        lambda: state.read() if state.get("acq_round") else None, timeout=400)
+        conn = redis.Redis.from_url(loop_env["REDIS_URL"])
+
+        def settled() -> dict[str, Any] | None:
+            # The 6 saves may queue one or two retrains (3 new annotations each): wait for all of them.
+            current = state.read()
+            idle = conn.get(queued_key(pid)) is None and (current.get("job") or {}).get("stage") == "finished"
+            return current if idle and current.get("last_retrain") else None
+
+        done = wait_for("retraining to publish a student and run an acquisition round", settled, timeout=500)
     finally:
         worker.stop()
+    version = f"acq-r{done['acq_round']}"
     assert done["student_version"] in model_store(Path(loop_env["LLMAAA_DATA_DIR"]), pid).versions()
-    assert done["model_version"] == "acq-r1" != llm_version
+    assert done["model_version"] == version != llm_version
     assert done["last_retrain"]["status"] == "ok" and done["last_retrain"]["train_tasks"] >= 18
     assert done["last_retrain"]["llm"] is not None  # the LLM was evaluated on held-out verified tasks too
     # The version changed for real: /setup reports it, and Label Studio's project uses it.
     setup = httpx.post(f"{loop_backend.url}/setup", json={"project": f"{pid}.0",
                                                          "schema": ls.projects.get(id=pid).label_config})
-    assert setup.json()["model_version"] == "acq-r1"
-    assert ls.projects.get(id=pid).model_version == "acq-r1"
+    assert setup.json()["model_version"] == version
+    assert ls.projects.get(id=pid).model_version == version
     # The queue follows the acquisition order: /next serves the lowest-score acq-r1 task first.
-    round_preds = [p for p in ls.predictions.list(project=pid) if p.model_version == "acq-r1"]
+    preds = ls.predictions.list(project=pid)
+    round_preds = [p for p in preds if p.model_version == version]
     assert len(round_preds) == 5 and all(p.result is not None for p in round_preds)
+    assert not [p for p in preds if p.model_version.startswith("acq-r") and p.model_version != version]
     first = min(round_preds, key=lambda p: p.score)
     nxt = httpx.get(f"{label_studio.url}/api/projects/{pid}/next",
                     headers={"Authorization": f"Token {label_studio.token}"}).json()
