@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     setup.add_argument("--labels", type=Path, required=True, help="labels file: JSON {label: description}")
     setup.add_argument("--data", type=Path, help="tasks: ../shared/data-style .jsonl, or .txt (a line a task)")
     setup.add_argument("--limit", type=int, help="import at most this many tasks from --data")
+    setup.add_argument("--docs", type=Path, help="raw documents (folder of .txt, .jsonl, .csv): split into sentence "
+                       "tasks keyed by document id and offset (`llmaaa import-docs` has the splitting options)")
     setup.add_argument("--backend-url", help="connect this ML backend (and its webhook) to the project")
     setup.add_argument("--preannotate", type=int, default=0, metavar="N",
                        help="push LLM pre-annotations for N tasks now (bulk, with a progress bar)")
@@ -89,12 +91,27 @@ def cmd_setup_project(args: argparse.Namespace) -> int:
     try:
         if args.ls_url:
             settings = settings.model_copy(update={"label_studio_url": args.ls_url})
-        report = setup_project(connect(url or "", key), settings, args.title, args.labels, args.data,
-                               args.limit, args.backend_url, args.preannotate)
+        ls = connect(url or "", key)
+        docs = getattr(args, "docs", None)
+        # With --docs, pre-annotation waits until the documents are in (it would find no tasks before).
+        report = setup_project(ls, settings, args.title, args.labels, args.data, args.limit, args.backend_url,
+                               0 if docs else args.preannotate)
+        out = dict(report.__dict__)
+        if docs:
+            from backend.setup_project import preannotate
+            from llmaaa.documents import import_documents  # the CLI layer may reach up to llmaaa
+
+            problems: list[str] = []
+            counts = import_documents(ls, report.project_id, docs, on_problem=lambda p: problems.append(str(p)))
+            out.update(docs_imported=counts.imported, docs_skipped_existing=counts.skipped_existing,
+                       docs_problems=problems[:50])
+            if args.preannotate > 0:
+                out["preannotated"], out["not_annotated"], out["model_version"] = preannotate(
+                    ls, report.project_id, settings, args.preannotate)
     except (LabelStudioError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(report.__dict__, indent=2))
+    print(json.dumps(out, indent=2))
     return 0
 
 

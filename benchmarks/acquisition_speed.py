@@ -28,11 +28,16 @@ from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import numpy as np
+# One thread per library unless the caller exports otherwise: on a shared 2-core machine, 2-thread
+# BLAS/OpenMP runs slowed 5-10x whenever another process took a core (OpenMP barriers wait for the
+# descheduled thread); single-threaded CPU time is the number that reproduces. Set before numpy loads.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any venv that has numpy+sklearn
-# Idle OpenMP threads (sklearn's k-means) sleep instead of spinning on the 2 shared cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from acquisition import (  # noqa: E402
     CoresetSampling,
@@ -82,18 +87,27 @@ def coverage(x: np.ndarray, selected: np.ndarray, labeled: np.ndarray) -> str:
     return f"{d.max():.3f} / {d.mean():.3f} / {d_lab.max():.3f}"
 
 
-REPEAT = 2
+REPEAT = 2  # runs per strategy for ours (best kept); small-text's long calls run once
 
 
-def timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
-    """Best of REPEAT runs: the machine's 2 cores are shared, so a single run can be charged for others'
-    work (and for BLAS/OpenMP threads still spinning from the previous call)."""
-    best = np.inf
-    for _ in range(REPEAT):
-        t0 = time.perf_counter()
+class Timing:
+    """Wall and CPU seconds of one call (CPU = this process, all threads)."""
+
+    def __init__(self, wall: float, cpu: float) -> None:
+        self.wall, self.cpu = wall, cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:.2f} / {self.cpu:.2f}"
+
+
+def timed(fn: Callable[[], np.ndarray], repeat: int = 1) -> tuple[Timing, np.ndarray]:
+    """Best of `repeat` runs (the cores are shared, so a single wall time can include others' work)."""
+    wall = cpu = np.inf
+    for _ in range(repeat):
+        w0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, np.asarray(out)
+        wall, cpu = min(wall, time.perf_counter() - w0), min(cpu, time.process_time() - c0)
+    return Timing(wall, cpu), np.asarray(out)
 
 
 def smalltext_job(kind: str, emb: np.ndarray, labeled: np.ndarray, k: int) -> np.ndarray:
@@ -118,9 +132,8 @@ def _child(
             emb = emb[subset]
         smalltext_job(kind, emb[:300], labeled, 5)  # warm-up: lazy imports, thread pools
         conn.send("ready")
-        t0 = time.perf_counter()
-        out = smalltext_job(kind, emb, labeled, k)
-        conn.send((time.perf_counter() - t0, np.asarray(out)))
+        timing, out = timed(lambda: smalltext_job(kind, emb, labeled, k))
+        conn.send((timing, out))
     except Exception as exc:  # report, don't hang the parent
         conn.send(exc)
     conn.close()
@@ -128,7 +141,7 @@ def _child(
 
 def timed_with_cap(
     kind: str, data_args: tuple[int, int, int], subset: np.ndarray | None, k: int, timeout: float
-) -> tuple[float, np.ndarray] | str:
+) -> tuple[Timing, np.ndarray] | str:
     """Run a small-text job in a fresh (spawned) process and stop it after `timeout` seconds.
 
     Spawn, not fork: a forked child can hang in sklearn's OpenMP runtime once the parent has used it.
@@ -158,7 +171,7 @@ def fmt_row(cells: list[str]) -> str:
 
 
 def ours_table(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, k: int) -> list[str]:
-    rows = [fmt_row(["strategy", "time (s)", "coverage: max / mean / max incl. labeled"])]
+    rows = [fmt_row(["strategy", "wall / CPU s", "coverage: max / mean / max incl. labeled"])]
     rows.append(fmt_row(["---"] * 3))
     print("\n".join(rows), flush=True)
     strategies = [get_strategy(name) for name in
@@ -166,9 +179,9 @@ def ours_table(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, k: int) -> 
     strategies += [HybridSampling(diversity="kmeans++"), get_strategy("weighted_hybrid")]
     for s in strategies:
         label = s.name if not isinstance(s, HybridSampling) else f"hybrid ({s.diversity}, beta={s.beta:g})"
-        secs, sel = timed(lambda s=s: s.select(pool, k, np.random.default_rng(0)))
+        secs, sel = timed(lambda s=s: s.select(pool, k, np.random.default_rng(0)), REPEAT)
         assert sel.shape == (k,) and np.unique(sel).size == k
-        rows.append(fmt_row([label, f"{secs:.2f}", coverage(emb, sel, labeled)]))
+        rows.append(fmt_row([label, str(secs), coverage(emb, sel, labeled)]))
         print(rows[-1], flush=True)
     return rows
 
@@ -185,23 +198,23 @@ def head_to_head(
         ("kmeans", lambda: KMeansSampling().select(pool, k, np.random.default_rng(0)), "EmbeddingKMeans"),
     ]
     for name, ours_fn, theirs_name in pairs:
-        t_ours, sel = timed(ours_fn)
+        t_ours, sel = timed(ours_fn, REPEAT)
         cov_ours = coverage(emb, sel, labeled)
         if SMALL_TEXT is None:
             theirs, ratio, cov_theirs = "not installed", "-", "-"
         else:
             res = timed_with_cap(name, data_args, subset, k, timeout)
             if isinstance(res, str):
-                theirs, ratio, cov_theirs = res, f"> {timeout / t_ours:.0f}x", "-"
+                theirs, ratio, cov_theirs = res, f"> {timeout / t_ours.wall:.0f}x (wall)", "-"
             else:
                 t_theirs, sel_theirs = res
                 uniq = np.unique(sel_theirs).size
                 cov_theirs = coverage(emb, sel_theirs, labeled)
-                theirs = f"{t_theirs:.2f}" + ("" if uniq == k else f" ({uniq} unique of {k})")
+                theirs = str(t_theirs) + ("" if uniq == k else f" ({uniq} unique of {k})")
                 if np.array_equal(sel_theirs, sel):
                     theirs += " (same picks, same order)"
-                ratio = f"{t_theirs / t_ours:.1f}x"
-        rows.append(fmt_row([f"{name} n={n:,} k={k:,}", f"{t_ours:.2f}", theirs_name, theirs, ratio,
+                ratio = f"{t_theirs.wall / t_ours.wall:.1f}x / {t_theirs.cpu / t_ours.cpu:.1f}x"
+        rows.append(fmt_row([f"{name} n={n:,} k={k:,}", str(t_ours), theirs_name, theirs, ratio,
                              cov_ours, cov_theirs]))
         print(rows[-1], flush=True)
     return rows
@@ -235,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     REPEAT = max(1, args.repeat)
 
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, "
-          f"small-text {SMALL_TEXT or 'not installed'}", flush=True)
+          f"small-text {SMALL_TEXT or 'not installed'}, OMP/BLAS threads {os.environ['OMP_NUM_THREADS']}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     t0 = time.perf_counter()
     emb, labeled, marginals = make_data(args.n, args.dim, args.seed)
     print(f"data: n={args.n:,} dim={args.dim} words={sum(m.shape[0] for m in marginals):,} "
@@ -250,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         run_ours(pool, emb, labeled, marginals, args.k)
 
     print("\n## Head-to-head with small-text (same arrays, same 50 labeled rows for the coreset)\n")
-    print(fmt_row(["task", "ours (s)", "small-text fn", "small-text (s)", "time ratio (st / ours)",
+    print(fmt_row(["task", "ours wall / CPU s", "small-text fn", "small-text wall / CPU s", "ratio st/ours",
                    "coverage ours", "coverage small-text"]))
     print(fmt_row(["---"] * 7), flush=True)
     data_args = (args.n, args.dim, args.seed)

@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "llmaaa.simulation.cli",  # fake-llm
     "backend.cli",  # serve, setup-project, costs
     "llmaaa.demo",  # demo
+    "llmaaa.docs_cli",  # import-docs, extract, export-model
 )
 
 

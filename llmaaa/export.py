@@ -62,6 +62,8 @@ def word_spans(text):
 
 
 def _fmt_metric(value: Any) -> str:
+    if value is None:
+        return "–"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 

@@ -37,7 +37,7 @@ def pools(draw: st.DrawFn) -> tuple[PoolData, int]:
     return pool, draw(st.integers(1, n))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(case=pools(), seed=st.integers(0, 1000))
 def test_every_strategy_returns_exactly_k_unique_indices_reproducibly(
     case: tuple[PoolData, int], seed: int
