@@ -77,6 +77,21 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app = Flask("llmaaa")
     app.config["MODELS"] = models
 
+    def collect_projects(registry: Any) -> None:
+        """Job state and the last training metrics of every project this process serves."""
+        for model in models.all():
+            state, pid = model.state.read(), str(model.project_id)
+            job = state.get("job") or {}
+            registry.set("llmaaa_retrain_progress", float(job.get("progress") or 0.0), project=pid,
+                         stage=str(job.get("stage", "none")))
+            for key in ("student_f1", "llm_f1"):
+                if state.get(key) is not None:
+                    registry.set(f"llmaaa_{key}", float(state[key]), project=pid)
+            registry.set("llmaaa_acquisition_round", float(state.get("acq_round") or 0), project=pid)
+            registry.set("llmaaa_serving_student", 1.0 if model.serving_student() else 0.0, project=pid)
+
+    REGISTRY.add_collector(collect_projects)
+
     @app.before_request
     def _guard() -> Response | tuple[Response, int] | None:
         g.started = time.perf_counter()

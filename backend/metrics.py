@@ -68,5 +68,10 @@ for _name, _kind, _help in [
     ("llmaaa_llm_tokens_total", "gauge", "LLM tokens in the cost ledger, by model and kind"),
     ("llmaaa_llm_cost_usd_total", "gauge", "LLM cost in USD in the cost ledger, by model"),
     ("llmaaa_predict_seconds_sum", "counter", "Total time spent in /predict"),
+    ("llmaaa_retrain_progress", "gauge", "Progress of the project's latest retrain job, by stage"),
+    ("llmaaa_student_f1", "gauge", "Student F1 on held-out verified tasks (last retrain)"),
+    ("llmaaa_llm_f1", "gauge", "LLM F1 on the same held-out verified tasks (last retrain)"),
+    ("llmaaa_acquisition_round", "gauge", "Current acquisition round (0: none yet)"),
+    ("llmaaa_serving_student", "gauge", "1 when /predict serves the student's spans, 0 for the LLM's"),
 ]:
     REGISTRY.describe(_name, _kind, _help)

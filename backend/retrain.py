@@ -79,9 +79,19 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None,
     from training.trainer import TrainConfig, train
 
     settings = settings or get_settings()
-    report = progress or (lambda stage, fraction: None)
+    progress_cb = progress or (lambda stage, fraction: None)
     started = time.time()
-    report("reading project", 0.02)
+    stages: dict[str, float] = {}
+    mark = [time.perf_counter(), "reading project"]
+
+    def report(stage: str, fraction: float) -> None:
+        # Wall time per stage, for `llmaaa status` and the loop benchmark.
+        now = time.perf_counter()
+        stages[str(mark[1])] = round(now - float(mark[0]), 3)
+        mark[0], mark[1] = now, stage.split(" on ")[0]
+        progress_cb(stage, fraction)
+
+    progress_cb("reading project", 0.02)
     try:
         project = ls.projects.get(id=project_id)
         tasks = list(iter_tasks(ls, project_id))
@@ -156,7 +166,9 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None,
         except Exception as exc:  # noqa: BLE001 - the new model is published either way
             log.warning("project %s: acquisition round failed after retrain: %s", project_id, exc)
             acquisition = {"error": str(exc)[:300]}
+    report("done", 1.0)
     return {"status": "ok", "version": version, "train_tasks": len(train_set), "verified": len(verified),
+            "stage_seconds": stages,
             "student": _prf(student), "llm": _prf(llm) if llm else None, "suspects_marked": marked,
             "acquisition": acquisition, "seconds": round(time.time() - started, 1)}
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "llmaaa.simulation.cli",  # fake-llm
     "backend.cli",  # serve, setup-project, costs
+    "llmaaa.simulate",  # simulate
     "llmaaa.demo",  # demo
     "llmaaa.docs_cli",  # import-docs, extract, export-model
 )

@@ -383,7 +383,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         pieces.extend(_align(text, b_start, b_end, seg.segment(block)))
     sentences: list[tuple[int, int]] = []
     for piece in pieces:
-        if False:
+        if sentences and not _keep_boundary(text, sentences[-1], piece):
             sentences[-1] = (sentences[-1][0], piece[1])
         else:
             sentences.append(piece)

@@ -93,6 +93,37 @@ def test_entities_across_window_edges_come_out_once_and_whole() -> None:
     assert cut, "no window edge falls inside a mention"
 
 
+class EdgeBlindTagger(LexiconTagger):
+    """Like a real transformer near a cut: blind (says O) for the `k` words next to a window edge that is
+    not the passage's edge. Only a stitcher that takes each word from the window where it is far from the
+    edges recovers every mention."""
+
+    def __init__(self, windows: list[tuple[int, int]], n_words: int, k: int, **kw: Any) -> None:
+        super().__init__(LEXICON, **kw)
+        self.windows, self.n_words, self.k = windows, n_words, k
+
+    def _infer(self, texts: Any, batch_size: int, with_embeddings: bool = False) -> Any:
+        margs, _ = super()._infer(texts, batch_size)
+        assert len(texts) == len(self.windows)
+        for (a, b), rows in zip(self.windows, margs, strict=True):
+            for j in range(b - a):
+                if (a > 0 and j < self.k) or (b < self.n_words and j >= b - a - self.k):
+                    rows[j] = self._row("blind")
+        return margs, None
+
+
+def test_each_word_comes_from_the_window_where_it_has_context() -> None:
+    doc = _long_document()
+    reference, _ = _run(LexiconTagger(LEXICON), [doc])
+    planner = Extractor(LexiconTagger(LEXICON, max_length=40), "v", overlap=14)
+    plan = planner._plan(0, 0, doc.text, 0)
+    overlaps = [b1 - a2 for (_, b1), (a2, _) in zip(plan.windows, plan.windows[1:], strict=False)]
+    assert len(plan.windows) > 10 and min(overlaps) >= 6
+    blind = EdgeBlindTagger(plan.windows, len(plan.words), k=2, max_length=40)
+    stitched, _ = _run(blind, [doc], overlap=14)
+    assert stitched == reference
+
+
 def test_offsets_round_trip_with_non_ascii_and_chunking(tiny_encoder: Path) -> None:
     tagger = make_tiny_tagger(tiny_encoder, max_length=16)  # tiny windows: most sentences are chunked
     rows, report = _run(tagger, UNICODE_DOCS, batch_size=4)
