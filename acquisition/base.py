@@ -97,14 +97,17 @@ class PoolData:
             if emb.shape[0] != n:
                 raise ValueError(f"embeddings has {emb.shape[0]} rows but there are {n} ids")
             object.__setattr__(self, "embeddings", emb)
+        if self.labeled_embeddings is not None and np.asarray(self.labeled_embeddings).size == 0:
+            # Nothing labeled yet, whatever shape the empty batch came in ((0, d), (0,), []).
+            object.__setattr__(self, "labeled_embeddings", None)
         if self.labeled_embeddings is not None:
             lab = _finite_float_array("labeled_embeddings", self.labeled_embeddings, 2)
-            if self.embeddings is not None and lab.shape[0] > 0 and lab.shape[1] != self.embeddings.shape[1]:
+            if self.embeddings is not None and lab.shape[1] != self.embeddings.shape[1]:
                 raise ValueError(
                     f"labeled_embeddings has dimension {lab.shape[1]} but embeddings has "
                     f"{self.embeddings.shape[1]}"
                 )
-            object.__setattr__(self, "labeled_embeddings", lab if lab.shape[0] > 0 else None)
+            object.__setattr__(self, "labeled_embeddings", lab)
         if self.suspect_scores is not None:
             sus = _finite_float_array("suspect_scores", self.suspect_scores, 1)
             if sus.shape[0] != n:

@@ -81,13 +81,13 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None,
     settings = settings or get_settings()
     progress_cb = progress or (lambda stage, fraction: None)
     started = time.time()
-    stages: dict[str, float] = {}
+    stages: list[list[Any]] = []  # [stage, seconds] in pipeline order (a dict would be key-sorted on disk)
     mark = [time.perf_counter(), "reading project"]
 
     def report(stage: str, fraction: float) -> None:
         # Wall time per stage, for `llmaaa status` and the loop benchmark.
         now = time.perf_counter()
-        stages[str(mark[1])] = round(now - float(mark[0]), 3)
+        stages.append([str(mark[1]), round(now - float(mark[0]), 3)])
         mark[0], mark[1] = now, stage.split(" on ")[0]
         progress_cb(stage, fraction)
 

@@ -149,7 +149,7 @@ def end_to_end(args: argparse.Namespace, ls_cfg: LabelStudioConfig, env: dict[st
     stages = {"annotation save incl. webhook (Label Studio)": round(t_saved - t0, 2)}
     if job_meta:
         stages["queue wait (enqueued → worker started)"] = job_meta["queue_wait_s"]
-    stages.update({f"retrain: {k}": round(v, 2) for k, v in (last.get("stage_seconds") or {}).items()})
+    stages.update({f"retrain: {k}": round(v, 2) for k, v in (last.get("stage_seconds") or [])})
     accounted = sum(stages.values())
     stages["publication → /setup, job bookkeeping (rest)"] = round((t_end - t0) - accounted, 2)
     return {"total_s": round(t_end - t0, 2), "stages": stages, "train_tasks": last.get("train_tasks"),

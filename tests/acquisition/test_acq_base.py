@@ -71,8 +71,9 @@ def test_integer_one_hot_marginals_are_accepted_as_probabilities() -> None:
         PoolData(ids=["a"], marginals=[np.array([["x", "y"]])])
 
 
-def test_no_labeled_rows_means_nothing_labeled() -> None:
-    pool = PoolData(ids=["a"], embeddings=np.ones((1, 2)), labeled_embeddings=np.zeros((0, 2)))
+@pytest.mark.parametrize("empty", [np.zeros((0, 2)), np.zeros(0), []])
+def test_no_labeled_rows_means_nothing_labeled(empty: object) -> None:
+    pool = PoolData(ids=["a"], embeddings=np.ones((1, 2)), labeled_embeddings=empty)  # type: ignore[arg-type]
     assert pool.labeled_embeddings is None
 
 
