@@ -183,7 +183,7 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
             final = evaluate(result.model)
             rounds.append({"round": r, "labels": len(labeled_idx), **final,
                            "best_epoch": result.metrics.get("best_epoch"),
-                           "train_seconds": result.metrics.get("train_seconds")})
+                           "train_seconds": result.metrics.get("train_time_s")})
             log.info("round %d: %d LLM labels, test F1 %.4f", r, len(labeled_idx), final["f1"])
             if r == cfg.rounds:
                 break
