@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 from benchmarks._common import DATA, REPO, RESULTS
@@ -89,7 +88,7 @@ def report(profile: str) -> str:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[(r["dataset"], r["teacher"], r["variant"])].append(r)
-    lines = [f"| dataset | teacher | variant | seeds | teacher F1 | student F1 at {{labels}} (mean ± sd) |",
+    lines = ["| dataset | teacher | variant | seeds | teacher F1 | student F1 at {labels} (mean ± sd) |",
              "|---|---|---|---|---|---|"]
     for (dataset, teacher, variant), rs in sorted(groups.items()):
         f1 = np.array([r["final"]["f1"] for r in rs])
