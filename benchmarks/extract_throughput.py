@@ -1,24 +1,28 @@
 """Extraction throughput of `llmaaa extract` against the student's raw forward throughput, and peak memory.
 
-    .venv/bin/python -m benchmarks.extract_throughput [--docs 1000] [--per-doc 10] [--batch-size 32] [--model DIR]
+    .venv/bin/python -m benchmarks.extract_throughput [--docs 1000] [--per-doc 10] [--block 100] [--model DIR]
 
 Abstracts are built from consecutive BC5CDR test sentences (`--per-doc` each, cycling through the split
 when more are needed), written as JSONL, and read back by the extractor, so reading, sentence splitting,
-windowing, decoding and writing are all inside the timed run. The student is an untrained MiniLM tagger
-unless `--model` names one (speed does not depend on the weights).
+windowing, decoding and writing are all inside the timed extraction. The student is an untrained MiniLM
+tagger unless `--model` names one (speed does not depend on the weights).
 
-Raw throughput, measured in the same process on the same sentences as the extractor passes to the model:
-- `forward`: `model(**batch)` on pre-tokenised, length-bucketed, padded batches (no tokenisation);
-- `tagger`: the student's own marginals pass (tokenise + forward + softmax), what `predict` runs.
-It is measured before and after the extraction run (the machine is shared) and averaged.
+The machine is shared, so its speed drifts; the measurements are therefore **paired**: the documents go in
+blocks of `--block`, and for each block, back to back, are timed
+- `forward`: `model(**batch)` on the block's sentences, pre-tokenised, length-bucketed and padded;
+- `tagger`: the student's own marginals pass on the same sentences (tokenise + forward + softmax);
+- `extract`: the extractor over the block's documents, appending to one output file.
+Totals over all blocks give the throughputs and the ratios.
 
-Peak memory is the process's VmHWM (peak RSS) during each extraction run, reset before it through
-/proc/self/clear_refs; a run over a quarter of the documents shows whether memory grows with the collection.
+Peak memory is the process's VmHWM (peak RSS) during each block's extraction, reset before it through
+/proc/self/clear_refs, next to the RSS once the model is loaded: flat peaks across blocks mean memory does
+not grow with the collection.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -29,7 +33,7 @@ import torch
 
 from benchmarks._common import DATA, write_result
 from llmaaa.documents import iter_documents, sentence_spans, split_passages
-from llmaaa.extract import Extractor, JsonlWriter, load_tagger
+from llmaaa.extract import Extractor, ExtractReport, JsonlWriter, load_tagger
 from training.data import load_split
 from training.model import StudentTagger
 
@@ -56,49 +60,31 @@ def build_abstracts(path: Path, n_docs: int, per_doc: int, out: Path) -> list[li
     with out.open("w", encoding="utf-8") as fh:
         for d in range(n_docs):
             chunk = [sentences[(d * per_doc + i) % len(sentences)] for i in range(per_doc)]
-            text = " ".join(chunk)
             offs, pos = [], 0
             for s in chunk:
                 offs.append(pos)
                 pos += len(s) + 1
             starts.append(offs)
-            fh.write(json.dumps({"id": f"abs{d:05d}", "text": text}) + "\n")
+            fh.write(json.dumps({"id": f"abs{d:05d}", "text": " ".join(chunk)}) + "\n")
     return starts
 
 
-def raw_throughput(tagger: StudentTagger, texts: list[str], batch_size: int, buffer: int) -> dict[str, float]:
-    """Sentences/s of the bare forward pass and of the tagger's marginals pass, on the same buckets."""
-    t0 = time.perf_counter()
-    for s in range(0, len(texts), buffer):
-        tagger._infer(texts[s : s + buffer], batch_size, with_embeddings=False)
-    tagger_s = time.perf_counter() - t0
-    batches = []
-    for s in range(0, len(texts), buffer):
-        enc = tagger.encode_texts(texts[s : s + buffer])
-        order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
-        batches += [tagger.collate([enc[i] for i in order[b : b + batch_size]])
-                    for b in range(0, len(order), batch_size)]
+def time_forward(tagger: StudentTagger, texts: list[str], batch_size: int) -> float:
+    """Seconds for the bare forward pass over `texts` (tokenised and bucketed beforehand, untimed)."""
+    enc = tagger.encode_texts(texts)
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    batches = [tagger.collate([enc[i] for i in order[b : b + batch_size]]) for b in range(0, len(order), batch_size)]
     t0 = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
             tagger.model(**batch)
-    forward_s = time.perf_counter() - t0
-    return {"forward_sent_per_s": len(texts) / forward_s, "tagger_sent_per_s": len(texts) / tagger_s}
+    return time.perf_counter() - t0
 
 
-def extract_run(tagger: StudentTagger, docs_file: Path, out: Path, batch_size: int, limit: int | None
-                ) -> dict[str, Any]:
-    docs = iter_documents(docs_file)
-    if limit is not None:
-        docs = (d for i, d in zip(range(limit), docs, strict=False))
-    reset = _reset_peak()
-    rss_before = _status_kb("VmRSS")
-    with out.open("w", encoding="utf-8") as fh:
-        report = Extractor(tagger, "bench", batch_size).run(docs, JsonlWriter(fh), progress=False)
-    row = report.to_dict()
-    row["rss_before_mb"] = rss_before / 1024
-    row["peak_rss_mb"] = _status_kb("VmHWM") / 1024 if reset else None
-    return row
+def time_tagger(tagger: StudentTagger, texts: list[str], batch_size: int) -> float:
+    t0 = time.perf_counter()
+    tagger._infer(texts, batch_size, with_embeddings=False)
+    return time.perf_counter() - t0
 
 
 def boundary_scores(docs_file: Path, starts: list[list[int]]) -> dict[str, float]:
@@ -117,48 +103,68 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA / "bc5cdr" / "test.jsonl")
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--per-doc", type=int, default=10)
+    ap.add_argument("--block", type=int, default=100, help="documents per paired measurement block")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--buffer", type=int, default=1024, help="passages per extraction buffer (the default)")
     ap.add_argument("--model", type=Path, default=None, help="a saved tagger or exported checkpoint directory")
     args = ap.parse_args()
 
     tagger = load_tagger(args.model) if args.model else StudentTagger.from_pretrained(["Chemical", "Disease"])
+    rss_model_mb = _status_kb("VmRSS") / 1024
+    totals = {"forward": 0.0, "tagger": 0.0, "extract": 0.0}
+    blocks: list[dict[str, Any]] = []
+    full = ExtractReport()
     with tempfile.TemporaryDirectory() as tmp:
         docs_file = Path(tmp) / "abstracts.jsonl"
         starts = build_abstracts(args.data, args.docs, args.per_doc, docs_file)
         chars = docs_file.stat().st_size
         t0 = time.perf_counter()
-        sentences = [doc.text[a:b] for doc in iter_documents(docs_file) for a, b in split_passages(doc.text)]
+        n_sentences = sum(len(split_passages(doc.text)) for doc in iter_documents(docs_file))
         split_only_s = time.perf_counter() - t0
-        tagger._infer(sentences[:64], args.batch_size, with_embeddings=False)  # warm-up
-        raw_before = raw_throughput(tagger, sentences, args.batch_size, args.buffer)
-        small = extract_run(tagger, docs_file, Path(tmp) / "small.jsonl", args.batch_size, args.docs // 4)
-        full = extract_run(tagger, docs_file, Path(tmp) / "full.jsonl", args.batch_size, None)
-        raw_after = raw_throughput(tagger, sentences, args.batch_size, args.buffer)
+        tagger._infer(["A warm-up sentence ."] * 64, args.batch_size, with_embeddings=False)
+        docs = iter_documents(docs_file)
+        with (Path(tmp) / "entities.jsonl").open("w", encoding="utf-8") as out:
+            writer = JsonlWriter(out)
+            while block := list(itertools.islice(docs, args.block)):
+                sentences = [d.text[a:b] for d in block for a, b in split_passages(d.text)]
+                t_forward = time_forward(tagger, sentences, args.batch_size)
+                t_tagger = time_tagger(tagger, sentences, args.batch_size)
+                reset = _reset_peak()
+                report = Extractor(tagger, "bench", args.batch_size).run(block, writer, progress=False)
+                peak = _status_kb("VmHWM") / 1024 if reset else None
+                for key, value in (("forward", t_forward), ("tagger", t_tagger), ("extract", report.seconds)):
+                    totals[key] += value
+                for key in ("documents", "passages", "windows", "chunked_passages", "entities", "split_seconds",
+                            "model_seconds", "write_seconds"):
+                    setattr(full, key, getattr(full, key) + getattr(report, key))
+                blocks.append({"sentences": len(sentences), "forward_s": t_forward, "tagger_s": t_tagger,
+                               "extract_s": report.seconds, "peak_rss_mb": peak})
         boundaries = boundary_scores(docs_file, starts)
-    raw = {k: (raw_before[k] + raw_after[k]) / 2 for k in raw_before}
+    full.seconds = totals["extract"]
+    rates = {k: full.passages / v for k, v in totals.items()}
+    peaks = [b["peak_rss_mb"] for b in blocks if b["peak_rss_mb"] is not None]
     result = {
         "docs": args.docs, "sentences_per_doc": args.per_doc, "input_mb": chars / 1e6, "batch_size": args.batch_size,
         "threads": torch.get_num_threads(), "model": str(args.model or "untrained MiniLM-L6 tagger"),
-        "max_length": tagger.max_length, "sentences_after_split": len(sentences),
-        "split_only_s": split_only_s, "raw_before": raw_before, "raw_after": raw_after, "raw": raw,
-        "extract": full, "extract_quarter": small, "splitter_boundaries": boundaries,
-        "ratio_to_forward": full["passages_per_s"] / raw["forward_sent_per_s"],
-        "ratio_to_tagger": full["passages_per_s"] / raw["tagger_sent_per_s"],
+        "max_length": tagger.max_length, "sentences": n_sentences, "split_only_s": split_only_s,
+        "seconds": totals, "sentences_per_s": rates, "documents_per_s": full.documents / totals["extract"],
+        "ratio_to_forward": rates["extract"] / rates["forward"], "ratio_to_tagger": rates["extract"] / rates["tagger"],
+        "extract": full.to_dict(), "rss_after_model_load_mb": rss_model_mb, "blocks": blocks,
+        "splitter_boundaries": boundaries,
     }
     path = write_result("extract_throughput", result)
     print("| measure | value |\n|---|---|")
-    print(f"| documents / sentences (after splitting) | {args.docs} / {len(sentences)} |")
-    print(f"| raw forward (pre-tokenised batches) | {raw['forward_sent_per_s']:.0f} sentences/s |")
-    print(f"| student marginals pass (tokenise + forward) | {raw['tagger_sent_per_s']:.0f} sentences/s |")
-    print(f"| `llmaaa extract` end to end | {full['documents_per_s']:.1f} documents/s, "
-          f"{full['passages_per_s']:.0f} sentences/s |")
+    print(f"| documents / sentences (after splitting) | {full.documents} / {full.passages} |")
+    print(f"| raw forward (pre-tokenised batches) | {rates['forward']:.1f} sentences/s |")
+    print(f"| student marginals pass (tokenise + forward) | {rates['tagger']:.1f} sentences/s |")
+    print(f"| `llmaaa extract` end to end | {result['documents_per_s']:.2f} documents/s, "
+          f"{rates['extract']:.1f} sentences/s |")
     print(f"| ratio to raw forward / to marginals pass | {result['ratio_to_forward']:.2f} / "
           f"{result['ratio_to_tagger']:.2f} |")
-    print(f"| time split: reading+splitting / model / writing | {full['split_seconds']:.1f} s / "
-          f"{full['model_seconds']:.1f} s / {full['write_seconds']:.1f} s of {full['seconds']:.1f} s |")
-    print(f"| peak RSS: {args.docs // 4} docs / {args.docs} docs (RSS before) | {small['peak_rss_mb']:.0f} MB / "
-          f"{full['peak_rss_mb']:.0f} MB ({full['rss_before_mb']:.0f} MB) |")
+    print(f"| extract time: reading+splitting / model / writing | {full.split_seconds:.1f} s / "
+          f"{full.model_seconds:.1f} s / {full.write_seconds:.1f} s of {full.seconds:.1f} s |")
+    if peaks:
+        print(f"| peak RSS per block of {args.block} docs: first / max / last (after model load) | {peaks[0]:.0f} / "
+              f"{max(peaks):.0f} / {peaks[-1]:.0f} MB ({rss_model_mb:.0f} MB) |")
     print(f"| splitter vs corpus sentence starts | precision {boundaries['precision']:.3f}, "
           f"recall {boundaries['recall']:.3f} |")
     print(f"\nwritten to {path}")
