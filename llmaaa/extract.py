@@ -379,6 +379,29 @@ def build_llm_fallback(entity_types: Sequence[str], threshold: float, labels_fil
 
 
 # ------------------------------------------------------------------------------------------ extraction
+_LIBC: Any = None
+
+
+def trim_native_heap() -> None:
+    """Return freed native memory to the OS (glibc only; elsewhere a no-op).
+
+    glibc keeps the buffers of freed tensors for reuse, and with ever-changing batch shapes the process's
+    RSS crept up by ~150 MB over 600 abstracts although nothing was retained (Python allocations stayed
+    flat); one `malloc_trim(0)` per buffer flush keeps RSS flat (measured: 528 MB throughout).
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - probe: musl and macOS have no malloc_trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 @dataclass
 class ExtractReport:
     documents: int = 0
@@ -499,6 +522,7 @@ class Extractor:
             docs.clear()
             passages.clear()
             texts.clear()
+            trim_native_heap()
 
         try:
             it = iter(documents)
