@@ -15,6 +15,7 @@ QUICK = [
     ["benchmarks.teacher_noise"],
     ["benchmarks.reweight_cost"],
     ["benchmarks.acquisition_speed"],
+    ["benchmarks.extract_throughput"],
 ]
 
 
