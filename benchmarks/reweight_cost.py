@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/reweight_cost.py            # all variants, one table
     .venv/bin/python benchmarks/reweight_cost.py --variant jvp --json   # one variant (child mode)
 
-Each variant runs in its own child process (same batches, same seed) so its peak RSS is its own;
-steps are timed after warm-up and the median is reported with a per-phase breakdown:
+Timing: one process builds the model once and runs the variants round-robin, step by step, on the
+same batches, so a load change on a shared machine hits every variant alike; medians are taken
+after warm-up. Peak RSS: each variant then runs a few steps alone in a child process (ru_maxrss is
+a process-wide high-water mark). Per-phase medians (they need not add up to the total median):
 
 - plain:        fwd, bwd, opt (clip + AdamW + schedule-free step)
 - reference:    inner (fwd + ∇θ Σεℓ with create_graph), virtual (meta fwd at θ − α∇), eps_bwd
@@ -33,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO.parent / "shared" / "data")) / "bc5cdr"
 
 
-def run_variant(args: argparse.Namespace) -> dict:
+def run_variants(args: argparse.Namespace, variants: list[str], steps: int) -> dict[str, dict]:
+    """Time `variants` round-robin for `args.warmup` + `steps` steps; per-variant medians."""
     import torch
     from torch.func import functional_call
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -44,15 +47,16 @@ def run_variant(args: argparse.Namespace) -> dict:
     from training.trainer import TrainConfig, _param_groups
 
     torch.manual_seed(0)
-    train = sample(load_split(args.data / "train.jsonl"), args.batch * (args.steps + args.warmup), 0)
-    meta = sample(load_split(args.data / "dev.jsonl"), args.meta_batch * (args.steps + args.warmup), 0)
+    train = sample(load_split(args.data / "train.jsonl"), args.batch * (steps + args.warmup), 0)
+    meta = sample(load_split(args.data / "dev.jsonl"), args.meta_batch * (steps + args.warmup), 0)
     tagger = StudentTagger.from_pretrained(label_set(train + meta), args.encoder, max_length=args.max_length)
     model = tagger.model
     enc_train, enc_meta = tagger.encode_examples(train), tagger.encode_examples(meta)
     config = TrainConfig()
     alphas = rw.step_sizes(model, config.encoder_lr, config.head_lr)
     optimizer = torch.optim.AdamW(_param_groups(model, config), eps=config.adam_eps, weight_decay=0.0)
-    phases: dict[str, list[float]] = {}
+    phases: dict[tuple[str, str], list[float]] = {}
+    current = [""]  # the variant being timed, for Clock
 
     class Clock:
         def __init__(self) -> None:
@@ -60,7 +64,7 @@ def run_variant(args: argparse.Namespace) -> dict:
 
         def lap(self, name: str) -> None:
             now = time.perf_counter()
-            phases.setdefault(name, []).append(now - self.t)
+            phases.setdefault((current[0], name), []).append(now - self.t)
             self.t = now
 
     def real_step(clock: Clock, batch: dict, weights: torch.Tensor | None) -> None:
@@ -121,68 +125,74 @@ def run_variant(args: argparse.Namespace) -> dict:
         clock.lap("dual_fwd")
         finish(clock, loss)
 
-    steps: dict[str, Callable[[dict, dict], None]] = {
+    step_fns: dict[str, Callable[[dict, dict], None]] = {
         "plain": plain, "reference": reference, "jvp-separate": jvp_separate, "jvp": jvp_fused}
-    step = steps[args.variant]
-    if args.variant == "reference":  # the timed copy must compute what the library computes
+    if "reference" in variants:  # the timed copy must compute what the library computes
         b, m = tagger.collate(enc_train[: args.batch]), tagger.collate(enc_meta[: args.meta_batch])
         expected = rw.reference_weights(model, b, m, alphas)
         model.train()
         torch.testing.assert_close(expected, rw.fast_weights(model, b, m, alphas), rtol=1e-3, atol=1e-5)
-    totals, widths = [], []
-    for i in range(args.warmup + args.steps):
+    totals: dict[str, list[float]] = {v: [] for v in variants}
+    widths = []
+    for i in range(args.warmup + steps):
         batch = tagger.collate(enc_train[i * args.batch : (i + 1) * args.batch])
         meta_batch = tagger.collate(enc_meta[i * args.meta_batch : (i + 1) * args.meta_batch])
         if i == args.warmup:
             phases.clear()
-        t = time.perf_counter()
-        step(batch, meta_batch)
-        if i >= args.warmup:
-            totals.append(time.perf_counter() - t)
-            widths.append(batch["input_ids"].shape[1])
+        widths.append(batch["input_ids"].shape[1])
+        for variant in variants:
+            current[0] = variant
+            t = time.perf_counter()
+            step_fns[variant](batch, meta_batch)
+            if i >= args.warmup:
+                totals[variant].append(time.perf_counter() - t)
     return {
-        "variant": args.variant,
-        "median_s": statistics.median(totals),
-        "phases": {k: statistics.median(v) for k, v in phases.items()},
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-        "median_padded_len": statistics.median(widths),
-        "threads": torch.get_num_threads(),
+        v: {
+            "variant": v,
+            "median_s": statistics.median(totals[v]) if totals[v] else float("nan"),
+            "phases": {name: statistics.median(ts) for (var, name), ts in phases.items() if var == v},
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "median_padded_len": statistics.median(widths),
+            "threads": torch.get_num_threads(),
+        }
+        for v in variants
     }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=VARIANTS, help="run one variant (child mode)")
-    parser.add_argument("--json", action="store_true", help="print the child result as JSON")
+    parser.add_argument("--rss-of", choices=VARIANTS, help="child mode: peak RSS of one variant alone")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--encoder", default=None, help="local checkpoint (default: packaged MiniLM)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--meta-batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rss-steps", type=int, default=3, help="steps per RSS child (after warm-up)")
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args(argv)
-    if args.variant:
-        result = run_variant(args)
-        print(json.dumps(result) if args.json else result)
+    if args.rss_of:
+        print(json.dumps(run_variants(args, [args.rss_of], args.rss_steps)[args.rss_of]))
         return
 
+    load_before = os.getloadavg()[0]
+    timed = run_variants(args, list(VARIANTS), args.steps)
+    load_after = os.getloadavg()[0]
     forwarded = list(argv if argv is not None else sys.argv[1:])
     results = []
-    load_before = os.getloadavg()[0]
     for variant in VARIANTS:
         out = subprocess.run(
-            [sys.executable, __file__, "--variant", variant, "--json", *forwarded],
+            [sys.executable, __file__, "--rss-of", variant, *forwarded],
             check=True, capture_output=True, text=True, cwd=REPO,
         )
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"{variant}: {results[-1]['median_s']:.3f} s/step", file=sys.stderr, flush=True)
+        rss = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_gb"]
+        results.append({**timed[variant], "peak_rss_gb": rss})
     plain = results[0]["median_s"]
     print(f"\nMiniLM, batch {args.batch} train + {args.meta_batch} meta, BC5CDR, max length "
           f"{args.max_length}, median of {args.steps} steps after {args.warmup} warm-up, "
           f"{results[0]['threads']} threads, median padded length {results[0]['median_padded_len']:.0f}, "
-          f"load average {load_before:.2f} → {os.getloadavg()[0]:.2f}\n")
+          f"load average {load_before:.2f} → {load_after:.2f} over the timing\n")
     print("| variant | s/step | vs plain | peak RSS | where the time goes (median s) |")
     print("|---|---|---|---|---|")
     for r in results:
