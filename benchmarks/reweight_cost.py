@@ -6,7 +6,7 @@
 Timing: one process builds the model once and runs the variants round-robin, step by step, on the
 same batches, so a load change on a shared machine hits every variant alike; medians are taken
 after warm-up. Peak RSS: each variant then runs a few steps alone in a child process (ru_maxrss is
-a process-wide high-water mark). Per-phase medians (they need not add up to the total median):
+a per-process high-water mark, VmHWM). Per-phase medians (they need not add up to the total median):
 
 - plain:        fwd, bwd, opt (clip + AdamW + schedule-free step)
 - reference:    inner (fwd + ∇θ Σεℓ with create_graph), virtual (meta fwd at θ − α∇), eps_bwd
@@ -33,6 +33,17 @@ from pathlib import Path
 VARIANTS = ("plain", "reference", "jvp-separate", "jvp")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO.parent / "shared" / "data")) / "bc5cdr"
+
+
+def peak_rss_gb() -> float:
+    """This process's peak RSS (VmHWM). Unlike ru_maxrss it is not inherited across fork + exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e6  # kB -> GB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
 def run_variants(args: argparse.Namespace, variants: list[str], steps: int) -> dict[str, dict]:
@@ -151,7 +162,7 @@ def run_variants(args: argparse.Namespace, variants: list[str], steps: int) -> d
             "variant": v,
             "median_s": statistics.median(totals[v]) if totals[v] else float("nan"),
             "phases": {name: statistics.median(ts) for (var, name), ts in phases.items() if var == v},
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "peak_rss_gb": peak_rss_gb(),
             "median_padded_len": statistics.median(widths),
             "threads": torch.get_num_threads(),
         }
