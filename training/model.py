@@ -134,8 +134,9 @@ class StudentTagger:
         """Write model, tokenizer and `labels.json` into `directory` (created if missing)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        with _quiet_transformers():
+            self.model.save_pretrained(directory)
+            self.tokenizer.save_pretrained(directory)
         meta = {"labels": self.labels, "max_length": self.max_length}
         (directory / LABELS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
