@@ -20,6 +20,7 @@ __all__ = [
     "greedy_k_center",
     "min_sq_distances",
     "squared_norms",
+    "start_traversal",
 ]
 
 # Bound on the entries of one temporary distance block (~64 MB in float64).
@@ -53,6 +54,31 @@ def min_sq_distances(x: np.ndarray, y: np.ndarray, block_entries: int = _BLOCK_E
     return np.maximum(out, 0.0)
 
 
+def start_traversal(
+    x: np.ndarray, k: int, *, init_sq_dist: np.ndarray | None, first: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Shared start of the greedy traversals (k-center, k-means++ seeding) over x, choosing k items.
+
+    Returns (squared norms, chosen indices buffer, taken mask, squared distance of each point to the
+    chosen-or-given set, index of the next step). The distances start from `init_sq_dist` when given
+    (nothing chosen yet), else from item `first` (None: the point nearest the mean, the most central
+    one), which is then chosen at step 0.
+    """
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    sq = squared_norms(x)
+    chosen = np.empty(k, dtype=np.int64)
+    taken = np.zeros(n, dtype=bool)
+    if init_sq_dist is not None:
+        return sq, chosen, taken, np.array(init_sq_dist, dtype=np.float64, copy=True), 0
+    if first is None:
+        first = int(np.argmin(sq - 2.0 * (x @ x.mean(axis=0))))
+    chosen[0] = first
+    taken[first] = True
+    return sq, chosen, taken, np.maximum(sq - 2.0 * (x @ x[first]) + sq[first], 0.0), 1
+
+
 def greedy_k_center(
     x: np.ndarray,
     k: int,
@@ -67,23 +93,7 @@ def greedy_k_center(
     central one). Each step is one matrix-vector product, so the whole run is O(n·k·d) time, O(n) memory.
     A 2-approximation of the k-center objective (max distance from any point to its nearest center).
     """
-    n = x.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}], got {k}")
-    sq = squared_norms(x)
-    chosen = np.empty(k, dtype=np.int64)
-    taken = np.zeros(n, dtype=bool)
-    if init_sq_dist is not None:
-        min_d = np.array(init_sq_dist, dtype=np.float64, copy=True)
-        start = 0
-    else:
-        if first is None:
-            mean = x.mean(axis=0)
-            first = int(np.argmin(sq - 2.0 * (x @ mean)))
-        chosen[0] = first
-        taken[first] = True
-        min_d = np.maximum(sq - 2.0 * (x @ x[first]) + sq[first], 0.0)
-        start = 1
+    sq, chosen, taken, min_d, start = start_traversal(x, k, init_sq_dist=init_sq_dist, first=first)
     for step in range(start, k):
         # Already-chosen points are masked explicitly: with duplicate embeddings their distance
         # ties with unchosen copies at 0 and argmax could otherwise return one twice.

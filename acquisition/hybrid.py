@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from acquisition.base import PoolData, QueryStrategy, top_k_desc
-from acquisition.diversity import greedy_k_center, min_sq_distances, squared_norms
+from acquisition.diversity import greedy_k_center, min_sq_distances, squared_norms, start_traversal
 from acquisition.uncertainty import UNCERTAINTY_STRATEGIES, LeastConfidence
 
 __all__ = ["HybridSampling", "WeightedHybrid", "kmeans_pp_seeding"]
@@ -74,20 +74,7 @@ def kmeans_pp_seeding(
     Starts from `init_sq_dist` (distances to an existing set) if given, else from index 0. When every
     remaining D is 0 (duplicates), the lowest unchosen index is taken, so the result is always k unique.
     """
-    n = x.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}], got {k}")
-    sq = squared_norms(x)
-    chosen = np.empty(k, dtype=np.int64)
-    taken = np.zeros(n, dtype=bool)
-    if init_sq_dist is not None:
-        d = np.array(init_sq_dist, dtype=np.float64, copy=True)
-        start = 0
-    else:
-        chosen[0] = 0
-        taken[0] = True
-        d = np.maximum(sq - 2.0 * (x @ x[0]) + sq[0], 0.0)
-        start = 1
+    sq, chosen, taken, d, start = start_traversal(x, k, init_sq_dist=init_sq_dist, first=0)
     for step in range(start, k):
         # Chosen items get weight exactly 0 (rounding can leave a tiny positive self-distance).
         w = np.where(taken, 0.0, np.maximum(d, 0.0))

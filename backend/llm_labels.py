@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from backend.local_sqlite import ThreadLocalSQLite
 from training.spans import Span
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS llm_labels (
@@ -26,17 +26,12 @@ class LLMLabelStore:
         directory = Path(data_dir) / "projects" / str(project_id)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "llm_labels.sqlite3"
-        self._local = threading.local()
+        self._db = ThreadLocalSQLite(self.path)
         with self._conn() as conn:
             conn.execute(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
         payload = json.dumps([[s.start, s.end, s.label] for s in spans])

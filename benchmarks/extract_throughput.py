@@ -83,7 +83,7 @@ def time_forward(tagger: StudentTagger, texts: list[str], batch_size: int) -> fl
 
 def time_tagger(tagger: StudentTagger, texts: list[str], batch_size: int) -> float:
     t0 = time.perf_counter()
-    tagger._infer(texts, batch_size, with_embeddings=False)
+    tagger.word_marginals(texts, batch_size)
     return time.perf_counter() - t0
 
 
@@ -120,7 +120,7 @@ def main() -> None:
         t0 = time.perf_counter()
         n_sentences = sum(len(split_passages(doc.text)) for doc in iter_documents(docs_file))
         split_only_s = time.perf_counter() - t0
-        tagger._infer(["A warm-up sentence ."] * 64, args.batch_size, with_embeddings=False)
+        tagger.word_marginals(["A warm-up sentence ."] * 64, args.batch_size)
         docs = iter_documents(docs_file)
         with (Path(tmp) / "entities.jsonl").open("w", encoding="utf-8") as out:
             writer = JsonlWriter(out)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from benchmarks._common import DATA, REPO, RESULTS
@@ -40,11 +42,29 @@ PROFILES: dict[str, dict[str, Any]] = {
               "pool_size": None, "test_size": None},
     "quick": {"seed_size": 100, "round_size": 100, "rounds": 4, "max_epochs": 6, "patience": 2,
               "pool_size": 2000, "test_size": 1000},
+    # "cpu": what a 2-core box finishes for the whole grid in about two hours: the curve at 100, 300 and
+    # 500 LLM labels, at most 5 epochs, a 1,500-sentence pool and a 500-sentence test sample.
+    "cpu": {"seed_size": 100, "round_size": 200, "rounds": 2, "max_epochs": 5, "patience": 2,
+            "pool_size": 1500, "test_size": 500},
 }
 OUT_ROOT = RESULTS / "simulate"
 
 
+def claim(out: Path) -> bool:
+    """Claim a run for this process (several grid processes can share the list); False if taken or done."""
+    if (out / "results.json").exists():
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(out / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seeds: list[int], profile: str) -> None:
+    """Run in priority order: dataset, then seed, then teacher, then variant. Start one process per core
+    (with LLMAAA_TORCH_THREADS=1) to use a small CPU fully; a killed run leaves `.claimed`: delete it to redo."""
     from llmaaa.simulate import SimulationConfig, run_simulation
 
     prof = PROFILES[profile]
@@ -57,7 +77,7 @@ def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seed
                         continue  # the gold-only baseline has no teacher: run it once
                     name = f"{dataset}-{'none' if opts.get('gold_only') else teacher}-{variant}-s{seed}"
                     out = OUT_ROOT / profile / name
-                    if (out / "results.json").exists():
+                    if not claim(out):
                         continue
                     started = time.time()
                     logging.info("running %s", name)
@@ -65,6 +85,7 @@ def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seed
                         data=DATA / dataset, out=out, strategy=opts["strategy"], reweight=opts["reweight"],
                         gold_only=bool(opts.get("gold_only")), teacher_noise=TEACHER_NOISE[dataset][teacher],
                         gold_size=100, seed=seed, **prof))
+                    (out / ".claimed").unlink(missing_ok=True)
                     logging.info("%s done in %.0f s", name, time.time() - started)
 
 

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -173,18 +173,26 @@ class _DocumentReader:
         meta = {k: v for k, v in row.items() if k not in (self.text_field, self.id_field, "tokens", "tags")}
         return Document(doc_id, text, source, meta)
 
-    def _read_jsonl(self, file: Path, rel: str) -> Iterator[Document]:
-        stem = rel.rsplit(".", 1)[0]
+    def _open_text(self, file: Path) -> BinaryIO | None:
+        """Open for reading bytes, or report why not (unreadable, binary) and return None."""
         try:
             fh = file.open("rb")
         except OSError as exc:
             self.report(Problem(str(file), f"unreadable ({exc.strerror or exc})"))
+            return None
+        if _is_binary(fh.read(_SNIFF_BYTES)):
+            fh.close()
+            self.report(Problem(str(file), "binary file (contains NUL bytes)"))
+            return None
+        fh.seek(0)
+        return fh
+
+    def _read_jsonl(self, file: Path, rel: str) -> Iterator[Document]:
+        stem = rel.rsplit(".", 1)[0]
+        fh = self._open_text(file)
+        if fh is None:
             return
         with fh:
-            if _is_binary(fh.read(_SNIFF_BYTES)):
-                self.report(Problem(str(file), "binary file (contains NUL bytes)"))
-                return
-            fh.seek(0)
             nonblank = 0
             for lineno, raw in enumerate(fh, start=1):
                 source = f"{file}:{lineno}"
@@ -207,16 +215,10 @@ class _DocumentReader:
 
     def _read_csv(self, file: Path, rel: str, delimiter: str) -> Iterator[Document]:
         stem = rel.rsplit(".", 1)[0]
-        try:
-            fh = file.open("rb")
-        except OSError as exc:
-            self.report(Problem(str(file), f"unreadable ({exc.strerror or exc})"))
+        fh = self._open_text(file)
+        if fh is None:
             return
         with fh:
-            if _is_binary(fh.read(_SNIFF_BYTES)):
-                self.report(Problem(str(file), "binary file (contains NUL bytes)"))
-                return
-            fh.seek(0)
             # Decoded line by line (not by the text layer's 8 KiB chunks), so the rows before a bad byte
             # still import and the error names its line.
             lines = (raw.decode("utf-8-sig" if i == 0 else "utf-8") for i, raw in enumerate(fh))

@@ -444,10 +444,9 @@ class Extractor:
         self._marginals = marginals or self._student_marginals
 
     def _student_marginals(self, texts: Sequence[str]) -> list[np.ndarray]:
-        # StudentTagger's marginals-only pass (what `predict` runs before decoding); the stitching below
-        # needs word marginals, not spans, and `pool_outputs` would also compute unused embeddings.
-        marginals, _ = self.tagger._infer(list(texts), self.batch_size, with_embeddings=False)
-        return marginals
+        # The stitching below needs word marginals, not spans; `pool_outputs` would also compute unused
+        # embeddings.
+        return self.tagger.word_marginals(list(texts), self.batch_size)
 
     def _subword_counts(self, text: str, words: Sequence[tuple[int, int]]) -> list[int]:
         from bisect import bisect_right

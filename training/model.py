@@ -289,9 +289,17 @@ class StudentTagger:
             spans.append(Span(words[a][0], words[b - 1][1], label, score=score))
         return spans
 
+    def word_marginals(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+        """Per text, a (words, labels) array of tag probabilities at word-initial subwords (see `decode`).
+
+        What `predict` decodes; for callers that stitch or calibrate before decoding (`llmaaa extract`).
+        """
+        marginals, _ = self._infer(texts, batch_size, with_embeddings=False)
+        return marginals
+
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[list[Span]]:
         """Predicted character spans (with scores) for each text."""
-        marginals, _ = self._infer(texts, batch_size, with_embeddings=False)
+        marginals = self.word_marginals(texts, batch_size)
         return [self.decode(t, m) for t, m in zip(texts, marginals, strict=True)]
 
     def pool_outputs(self, texts: Sequence[str], batch_size: int = 32) -> PoolOutputs:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from backend.annotator.client import Completion
+from backend.local_sqlite import ThreadLocalSQLite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -36,7 +37,7 @@ class ReplyCache:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / filename
-        self._local = threading.local()
+        self._db = ThreadLocalSQLite(self.path, synchronous="NORMAL")
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
@@ -44,13 +45,7 @@ class ReplyCache:
             conn.execute(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     @staticmethod
     def key(model: str, template_id: str, messages: Sequence[Mapping[str, str]]) -> str:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from backend.app import create_app
 from backend.labeling_config import LabelSpec, build_label_config
 from backend.metrics import REGISTRY
 from backend.settings import Settings
+from llmaaa.services import serve_in_thread
 from llmaaa.simulation.server import FaultConfig
 from llmaaa.simulation.server import create_app as create_sim_app
 from llmaaa.simulation.teacher import SimulatedTeacher
@@ -30,13 +29,8 @@ def dev_examples(bc5cdr_dir: Path) -> list[Example]:
 
 
 def serve(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
+    with serve_in_thread(app, "/v1") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

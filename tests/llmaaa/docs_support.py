@@ -56,8 +56,7 @@ class LexiconTagger:
         row[self.labels.index(tag)] = p
         return row
 
-    def _infer(self, texts: Sequence[str], batch_size: int, with_embeddings: bool = False
-               ) -> tuple[list[np.ndarray], None]:
+    def word_marginals(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
         self.calls.append(list(texts))
         out = []
         for text in texts:
@@ -65,7 +64,7 @@ class LexiconTagger:
             assert n_sub <= self.max_length, f"a window of {n_sub} subwords exceeds max_length {self.max_length}"
             rows = [self._row(text[a:b]) for a, b in word_offsets(text)]
             out.append(np.array(rows, dtype=np.float32).reshape(len(rows), len(self.labels)))
-        return out, None
+        return out
 
 
 class FakeLabelStudio:

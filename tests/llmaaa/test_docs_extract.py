@@ -102,14 +102,14 @@ class EdgeBlindTagger(LexiconTagger):
         super().__init__(LEXICON, **kw)
         self.windows, self.n_words, self.k = windows, n_words, k
 
-    def _infer(self, texts: Any, batch_size: int, with_embeddings: bool = False) -> Any:
-        margs, _ = super()._infer(texts, batch_size)
+    def word_marginals(self, texts: Any, batch_size: int = 32) -> Any:
+        margs = super().word_marginals(texts, batch_size)
         assert len(texts) == len(self.windows)
         for (a, b), rows in zip(self.windows, margs, strict=True):
             for j in range(b - a):
                 if (a > 0 and j < self.k) or (b < self.n_words and j >= b - a - self.k):
                     rows[j] = self._row("blind")
-        return margs, None
+        return margs
 
 
 def test_each_word_comes_from_the_window_where_it_has_context() -> None:

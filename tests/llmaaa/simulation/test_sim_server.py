@@ -8,8 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import httpx
 import openai
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
+from llmaaa.services import serve_in_thread
 from llmaaa.simulation import server as server_mod
 from llmaaa.simulation.cli import build_app, register
 from llmaaa.simulation.server import FaultConfig, create_app
@@ -38,17 +37,9 @@ def teacher(dev: list[Example]) -> SimulatedTeacher:
     return SimulatedTeacher(dev, noise=0.0, seed=1)
 
 
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
+def serving(app: Flask) -> AbstractContextManager[str]:
     """The app on an ephemeral port, threaded like `llmaaa fake-llm`; yields the /v1 base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}/v1"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    return serve_in_thread(app, "/v1")
 
 
 def prompt(text: str) -> list[dict[str, str]]:
