@@ -34,6 +34,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "coreset": {"strategy": "coreset", "reweight": True},
     "hybrid": {"strategy": "hybrid", "reweight": True},
     "gold-only": {"strategy": "random", "reweight": False, "gold_only": True},
+    # The same 100 gold sentences trained to convergence (a profile's epoch cap is sized for 500 LLM
+    # labels; on 100 sentences it stops the supervised baseline after a few dozen steps).
+    "gold-only-long": {"strategy": "random", "reweight": False, "gold_only": True,
+                       "overrides": {"max_epochs": 20, "patience": 3}},
 }
 # "paper": the paper's budget (seed 50 + 9 rounds of 50 = 500 LLM labels). "quick": the same budget in
 # 100-sentence rounds, fewer epochs and subsampled pool/test, so a CPU box gets through the grid.
@@ -84,7 +88,7 @@ def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seed
                     run_simulation(SimulationConfig(
                         data=DATA / dataset, out=out, strategy=opts["strategy"], reweight=opts["reweight"],
                         gold_only=bool(opts.get("gold_only")), teacher_noise=TEACHER_NOISE[dataset][teacher],
-                        gold_size=100, seed=seed, **prof))
+                        gold_size=100, seed=seed, **{**prof, **opts.get("overrides", {})}))
                     (out / ".claimed").unlink(missing_ok=True)
                     logging.info("%s done in %.0f s", name, time.time() - started)
 
@@ -93,12 +97,27 @@ def load_runs(profile: str) -> list[dict[str, Any]]:
     runs = []
     for path in sorted((OUT_ROOT / profile).glob("*/results.json")):
         dataset, teacher, *variant, seed = path.parent.name.split("-")
-        runs.append({"dataset": dataset, "teacher": teacher, "variant": "-".join(variant),
-                     "seed": int(seed[1:]), **json.loads(path.read_text())})
+        # "teacher_kind" (chatgpt / weak / none) beside the results' own "teacher" (its measured F1).
+        runs.append({**json.loads(path.read_text()), "dataset": dataset, "teacher_kind": teacher,
+                     "variant": "-".join(variant), "seed": int(seed[1:])})
     return runs
 
 
+# Paired comparisons (same dataset, teacher and seed, so the same gold, seed set, pool and test sample):
+# (name, variant A, variant B, goal in F1 points that A − B should reach).
+COMPARISONS = [
+    ("least confidence − random", "lc", "random", 0.0),
+    ("reweighting − no reweighting (least confidence)", "lc", "lc-noreweight", 0.03),
+    ("hybrid − least confidence", "hybrid", "lc", 0.0),
+    ("hybrid − random", "hybrid", "random", 0.03),
+    ("MNLP − random", "mnlp", "random", 0.0),
+    ("k-means − random", "kmeans", "random", 0.0),
+    ("coreset − random", "coreset", "random", 0.0),
+]
+
+
 def report(profile: str) -> str:
+    """Markdown: F1 by budget per configuration, then the paired comparisons; also writes the PNG curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,38 +127,73 @@ def report(profile: str) -> str:
     runs = load_runs(profile)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
-        groups[(r["dataset"], r["teacher"], r["variant"])].append(r)
-    lines = ["| dataset | teacher | variant | seeds | teacher F1 | student F1 at {labels} (mean ± sd) |",
-             "|---|---|---|---|---|---|"]
+        groups[(r["dataset"], r["teacher_kind"], r["variant"])].append(r)
+    budgets = sorted({x["labels"] for r in runs for x in r["rounds"] if x["labels"]})
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "–"
+        return f"{np.mean(values):.3f}" if len(values) == 1 else f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+    lines = ["Test entity F1 (mean ± sd over seeds) by number of LLM-labeled sentences; teacher F1 is the",
+             "simulated teacher's F1 on the labels it produced in those runs.", "",
+             "| dataset | teacher | variant | seeds | teacher F1 | " + " | ".join(f"F1 at {b}" for b in budgets)
+             + " |", "|---|---|---|---|---|" + "---|" * len(budgets)]
     for (dataset, teacher, variant), rs in sorted(groups.items()):
-        f1 = np.array([r["final"]["f1"] for r in rs])
-        t = [r["teacher"]["f1"] for r in rs if r["teacher"].get("f1") is not None]
-        labels = rs[0]["rounds"][-1]["labels"]
-        lines.append(f"| {dataset} | {teacher} | {variant} | {len(rs)} | "
-                     f"{np.mean(t):.3f} | {f1.mean():.3f} ± {f1.std():.3f} at {labels} |" if t else
-                     f"| {dataset} | {teacher} | {variant} | {len(rs)} | – | {f1.mean():.3f} ± {f1.std():.3f} "
-                     f"(100 gold) |")
+        teacher_f1 = [r["teacher"]["f1"] for r in rs if r["teacher"].get("f1") is not None]
+        if variant.startswith("gold-only"):
+            f1s = " | ".join([f"{cell([r['final']['f1'] for r in rs])} (100 gold, no LLM labels)"]
+                             + [""] * (len(budgets) - 1))
+        else:
+            f1s = " | ".join(cell([x["f1"] for r in rs for x in r["rounds"] if x["labels"] == b]) for b in budgets)
+        lines.append(f"| {dataset} | {teacher} | {variant} | {len(rs)} | {cell(teacher_f1)} | {f1s} |")
+
+    by_seed = {(r["dataset"], r["teacher_kind"], r["variant"], r["seed"]): r for r in runs}
+    lines += ["", f"Paired differences at {budgets[-1] if budgets else '?'} LLM labels (same dataset, teacher "
+              "and seed), in F1 points; 'student − teacher' uses least confidence with reweighting.", "",
+              "| dataset | teacher | comparison | seeds | per seed | mean | goal | met |",
+              "|---|---|---|---|---|---|---|---|"]
+    for dataset, teacher in sorted({(d, t) for d, t, _ in groups if t != "none"}):
+        rows: list[tuple[str, list[float], float]] = []
+        lc = [r for (d, t, v, _), r in sorted(by_seed.items()) if (d, t, v) == (dataset, teacher, "lc")]
+        rows.append(("student − teacher", [100 * (r["final"]["f1"] - r["teacher"]["f1"]) for r in lc], 0.0))
+        for name, a, b, goal in COMPARISONS:
+            diffs = [100 * (ra["final"]["f1"] - rb["final"]["f1"])
+                     for (d, t, v, seed), ra in sorted(by_seed.items()) if (d, t, v) == (dataset, teacher, a)
+                     and (rb := by_seed.get((d, t, b, seed))) is not None]
+            rows.append((name, diffs, 100 * goal))
+        for name, diffs, goal in rows:
+            if not diffs:
+                continue
+            met = "yes" if np.mean(diffs) > goal else "no"
+            per_seed = ", ".join(f"{d:+.1f}" for d in diffs)
+            lines.append(f"| {dataset} | {teacher} | {name} | {len(diffs)} | {per_seed} | {np.mean(diffs):+.1f} | "
+                         f"> {goal:+.0f} | {met} |")
     docs = REPO / "docs" / "figures"
     docs.mkdir(parents=True, exist_ok=True)
     for dataset in sorted({r["dataset"] for r in runs}):
-        teachers = sorted({r["teacher"] for r in runs if r["dataset"] == dataset and r["teacher"] != "none"})
+        teachers = sorted({r["teacher_kind"] for r in runs if r["dataset"] == dataset and r["teacher_kind"] != "none"})
         if not teachers:
             continue
         fig, axes = plt.subplots(1, len(teachers), figsize=(6 * len(teachers), 4), squeeze=False)
         for ax, teacher in zip(axes[0], teachers, strict=True):
             for (d, t, variant), rs in sorted(groups.items()):
-                if d != dataset or t != teacher:
+                if d != dataset or t != teacher or variant.startswith("gold-only"):
                     continue
                 xs = [r["labels"] for r in rs[0]["rounds"]]
-                ys = np.mean([[r2["f1"] for r2 in r["rounds"]] for r in rs], axis=0)
-                ax.plot(xs, ys, marker="o", label=f"{variant} (n={len(rs)})")
+                curves = np.array([[r2["f1"] for r2 in r["rounds"]] for r in rs])
+                ys, sd = curves.mean(axis=0), curves.std(axis=0)
+                (line,) = ax.plot(xs, ys, marker="o", label=f"{variant} (seeds={len(rs)})")
+                ax.fill_between(xs, ys - sd, ys + sd, color=line.get_color(), alpha=0.12)
             tf = [r["teacher"]["f1"] for (d, t, _), rs in groups.items() if d == dataset and t == teacher
                   for r in rs]
             ax.axhline(float(np.mean(tf)), color="grey", linestyle="--", label="simulated teacher")
-            gold = groups.get((dataset, "none", "gold-only"))
-            if gold:
-                ax.axhline(float(np.mean([r["final"]["f1"] for r in gold])), color="black", linestyle=":",
-                           label="100 gold only")
+            for variant, style, label in (("gold-only", ":", "100 gold only (same epoch cap)"),
+                                          ("gold-only-long", "-.", "100 gold only (to convergence)")):
+                gold = groups.get((dataset, "none", variant))
+                if gold:
+                    ax.axhline(float(np.mean([r["final"]["f1"] for r in gold])), color="black", linestyle=style,
+                               label=label)
             ax.set_title(f"{dataset}, {teacher} teacher")
             ax.set_xlabel("LLM-labeled sentences")
             ax.set_ylabel("test entity F1")
@@ -163,7 +217,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.report:
         run_grid(args.datasets, args.teachers, args.variants, args.seeds, args.profile)
-    print(report(args.profile))
+    text = report(args.profile)
+    (OUT_ROOT / args.profile / "report.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
