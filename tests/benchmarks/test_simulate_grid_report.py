@@ -1,0 +1,67 @@
+"""The learning-curve grid's report: tables by budget, paired comparisons, plots (on made-up runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import simulate_grid
+
+
+def write_run(root: Path, name: str, teacher_f1: float | None, f1s: list[float]) -> None:
+    out = root / "cpu" / name
+    out.mkdir(parents=True)
+    labels = [0] if teacher_f1 is None else [100, 300, 500][: len(f1s)]
+    rounds = [{"round": i, "labels": n, "f1": f} for i, (n, f) in enumerate(zip(labels, f1s, strict=True))]
+    (out / "results.json").write_text(json.dumps({"teacher": {"f1": teacher_f1}, "rounds": rounds,
+                                                  "final": {"f1": f1s[-1]}}))
+
+
+@pytest.fixture
+def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(simulate_grid, "OUT_ROOT", tmp_path / "simulate")
+    monkeypatch.setattr(simulate_grid, "REPO", tmp_path)
+    root = tmp_path / "simulate"
+    for seed, shift in ((1, 0.0), (2, 0.02)):
+        write_run(root, f"bc5cdr-weak-lc-s{seed}", 0.35, [0.30, 0.40, 0.50 + shift])
+        write_run(root, f"bc5cdr-weak-random-s{seed}", 0.36, [0.30, 0.38, 0.45 + shift])
+        write_run(root, f"bc5cdr-weak-lc-noreweight-s{seed}", 0.35, [0.28, 0.35, 0.49 + shift])
+        write_run(root, f"bc5cdr-none-gold-only-s{seed}", None, [0.51])
+    return root
+
+
+def test_table_has_each_budget_and_the_seed_spread(grid: Path) -> None:
+    text = simulate_grid.report("cpu")
+    assert "| F1 at 100 | F1 at 300 | F1 at 500 |" in text
+    # mean ± population sd of 0.50 and 0.52
+    assert "| bc5cdr | weak | lc | 2 | 0.350 ± 0.000 | 0.300 ± 0.000 | 0.400 ± 0.000 | 0.510 ± 0.010 |" in text
+    assert "| bc5cdr | none | gold-only | 2 | – | 0.510 ± 0.000 (100 gold" in text
+
+
+def test_paired_comparisons_are_per_seed_with_goal_and_verdict(grid: Path) -> None:
+    text = simulate_grid.report("cpu")
+    # student − teacher: 0.50 − 0.35 and 0.52 − 0.35, in points
+    assert "| bc5cdr | weak | student − teacher | 2 | +15.0, +17.0 | +16.0 | > +0 | yes |" in text
+    assert "| least confidence − random | 2 | +5.0, +5.0 | +5.0 | > +0 | yes |" in text
+    # reweighting wins by 1 point where the goal is 3: reported as not met
+    assert "| reweighting − no reweighting (least confidence) | 2 | +1.0, +1.0 | +1.0 | > +3 | no |" in text
+    # strategies that did not run are left out rather than reported as zero
+    assert "hybrid" not in text
+
+
+def test_curves_are_written_as_png(grid: Path) -> None:
+    simulate_grid.report("cpu")
+    png = grid.parent / "docs" / "figures" / "learning-curves-cpu-bc5cdr.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_claimed_run_is_skipped_by_a_second_process(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert simulate_grid.claim(out) is True
+    assert simulate_grid.claim(out) is False
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "results.json").write_text("{}")
+    assert simulate_grid.claim(done) is False
