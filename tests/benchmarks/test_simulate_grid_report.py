@@ -44,9 +44,15 @@ def test_paired_comparisons_are_per_seed_with_goal_and_verdict(grid: Path) -> No
     text = simulate_grid.report("cpu")
     # student − teacher: 0.50 − 0.35 and 0.52 − 0.35, in points
     assert "| bc5cdr | weak | student − teacher | 2 | +15.0, +17.0 | +16.0 | > +0 | yes |" in text
-    assert "| least confidence − random | 2 | +5.0, +5.0 | +5.0 | > +0 | yes |" in text
+    assert "| least confidence − random (issue 3) | 2 | +5.0, +5.0 | +5.0 | > +0 | yes |" in text
+    assert "| least confidence − random (issue 4) | 2 | +5.0, +5.0 | +5.0 | > +3 | yes |" in text
     # reweighting wins by 1 point where the goal is 3: reported as not met
     assert "| reweighting − no reweighting (least confidence) | 2 | +1.0, +1.0 | +1.0 | > +3 | no |" in text
+    write_run(grid, "bc5cdr-chatgpt-lc-s1", 0.70, [0.5, 0.6, 0.71])
+    write_run(grid, "bc5cdr-chatgpt-lc-noreweight-s1", 0.70, [0.5, 0.6, 0.72])
+    text = simulate_grid.report("cpu")
+    # the reweighting goal is set for the weak teacher only
+    assert "| bc5cdr | chatgpt | reweighting − no reweighting (least confidence) | 1 | -1.0 | -1.0 | – | – |" in text
     # strategies that did not run are left out rather than reported as zero
     assert "hybrid" not in text
 
