@@ -156,8 +156,10 @@ def report(profile: str) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for dataset, teacher in sorted({(d, t) for d, t, _ in groups if t != "none"}):
         rows: list[tuple[str, list[float], float | None]] = []
-        lc = [r for (d, t, v, _), r in sorted(by_seed.items()) if (d, t, v) == (dataset, teacher, "lc")]
-        rows.append(("student − teacher", [100 * (r["final"]["f1"] - r["teacher"]["f1"]) for r in lc], 0.0))
+        for variant, name, goal in (("lc", "student − teacher", 0.0),
+                                    ("lc-noreweight", "student without reweighting − teacher", None)):
+            rs = [r for (d, t, v, _), r in sorted(by_seed.items()) if (d, t, v) == (dataset, teacher, variant)]
+            rows.append((name, [100 * (r["final"]["f1"] - r["teacher"]["f1"]) for r in rs], goal))
         for name, a, b, goal, goal_teachers in COMPARISONS:
             diffs = [100 * (ra["final"]["f1"] - rb["final"]["f1"])
                      for (d, t, v, seed), ra in sorted(by_seed.items()) if (d, t, v) == (dataset, teacher, a)
