@@ -9,7 +9,6 @@ project's state directory, safe for several processes on one machine or a shared
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,12 +25,9 @@ class LLMLabelStore:
         directory = Path(data_dir) / "projects" / str(project_id)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "llm_labels.sqlite3"
-        self._db = ThreadLocalSQLite(self.path)
+        self._conn = ThreadLocalSQLite(self.path).conn  # this thread's connection
         with self._conn() as conn:
             conn.execute(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        return self._db.conn()
 
     def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
         payload = json.dumps([[s.start, s.end, s.label] for s in spans])

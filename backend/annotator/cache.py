@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -37,15 +36,12 @@ class ReplyCache:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / filename
-        self._db = ThreadLocalSQLite(self.path, synchronous="NORMAL")
+        self._conn = ThreadLocalSQLite(self.path, synchronous="NORMAL").conn  # this thread's connection
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
         with self._conn() as conn:
             conn.execute(_SCHEMA)
-
-    def _conn(self) -> sqlite3.Connection:
-        return self._db.conn()
 
     @staticmethod
     def key(model: str, template_id: str, messages: Sequence[Mapping[str, str]]) -> str:
