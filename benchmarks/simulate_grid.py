@@ -117,6 +117,74 @@ COMPARISONS: list[tuple[str, str, str, float, tuple[str, ...]]] = [
 ]
 
 
+# The acquisition strategies compared by issue 4, all with reweighting, in the order the tables show them.
+STRATEGY_VARIANTS = ["random", "lc", "mnlp", "kmeans", "coreset", "hybrid"]
+
+
+def strategy_tables(groups: dict[tuple[str, str, str], list[dict[str, Any]]], budgets: list[int]) -> list[str]:
+    """Two side-by-side tables of the strategies per dataset and teacher: F1 at the largest budget, and the
+    mean F1 over the curve's budgets (a normalized area under the learning curve). Best per row in bold."""
+    import numpy as np
+
+    shown = [v for v in STRATEGY_VARIANTS if any(k[2] == v for k in groups)]
+    rows = sorted({(d, t) for d, t, v in groups if v in shown})
+    if not shown or not budgets:
+        return []
+
+    def final(rs: list[dict[str, Any]]) -> float:
+        return float(np.mean([x["f1"] for r in rs for x in r["rounds"] if x["labels"] == budgets[-1]]))
+
+    def curve_mean(rs: list[dict[str, Any]]) -> float:
+        return float(np.mean([np.mean([x["f1"] for x in r["rounds"] if x["labels"] in budgets]) for r in rs]))
+
+    out: list[str] = []
+    for title, measure in ((f"F1 at {budgets[-1]} LLM labels", final),
+                           (f"mean F1 over the budgets {', '.join(map(str, budgets))} (area under the curve)",
+                            curve_mean)):
+        out += [f"Strategies side by side, with reweighting: {title}; (n) = seeds.", "",
+                "| dataset | teacher | " + " | ".join(shown) + " |", "|---|---|" + "---|" * len(shown)]
+        for dataset, teacher in rows:
+            values = {v: (measure(rs), len(rs)) for v in shown if (rs := groups.get((dataset, teacher, v)))}
+            best = max(m for m, _ in values.values())
+            cells = [("–" if v not in values else
+                      (f"**{values[v][0]:.3f}**" if values[v][0] == best else f"{values[v][0]:.3f}")
+                      + f" ({values[v][1]})") for v in shown]
+            out.append(f"| {dataset} | {teacher} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+WEIGHT_COLUMNS = [("wrong_label_share", "wrong LLM labels"), ("zero_weight_share", "weight 0"),
+                  ("mean_relative_weight_correct", "mean weight, correct labels"),
+                  ("mean_relative_weight_wrong", "mean weight, wrong labels"),
+                  ("auc", "AUC correct > wrong"), ("skipped_batch_share", "all-zero batches")]
+
+
+def weight_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The learned sentence weights against the teacher's known errors, in the last round of every reweighted
+    run that recorded them (pooled over strategies): does reweighting find the wrong labels?"""
+    import numpy as np
+
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        if r["rounds"] and "weights" in r["rounds"][-1]:
+            rows[(r["dataset"], r["teacher_kind"])].append(r["rounds"][-1]["weights"])
+    if not rows:
+        return []
+    out = ["Learned sentence weights in the last round (relative: 1 = an average share of its batch), pooled",
+           "over the reweighted runs that recorded them; AUC = chance a correct LLM label outweighs a wrong one",
+           "(0.5 = no signal about label noise).", "",
+           "| dataset | teacher | runs | " + " | ".join(name for _, name in WEIGHT_COLUMNS) + " |",
+           "|---|---|---|" + "---|" * len(WEIGHT_COLUMNS)]
+    for (dataset, teacher), ws in sorted(rows.items()):
+        cells = []
+        for key, _ in WEIGHT_COLUMNS:
+            values = [w[key] for w in ws if w.get(key) is not None]
+            cells.append(f"{np.mean(values):.2f}" if values else "–")
+        out.append(f"| {dataset} | {teacher} | {len(ws)} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def report(profile: str) -> str:
     """Markdown: F1 by budget per configuration, then the paired comparisons; also writes the PNG curves."""
     import matplotlib
@@ -148,6 +216,8 @@ def report(profile: str) -> str:
         else:
             f1s = " | ".join(cell([x["f1"] for r in rs for x in r["rounds"] if x["labels"] == b]) for b in budgets)
         lines.append(f"| {dataset} | {teacher} | {variant} | {len(rs)} | {cell(teacher_f1)} | {f1s} |")
+
+    lines += ["", *strategy_tables(groups, budgets), *weight_table(runs)]
 
     by_seed = {(r["dataset"], r["teacher_kind"], r["variant"], r["seed"]): r for r in runs}
     lines += ["", f"Paired differences at {budgets[-1] if budgets else '?'} LLM labels (same dataset, teacher "

@@ -137,6 +137,38 @@ class Teacher:
         return Example(ex.id, ex.text, list(grounded.spans), ex.tokens)
 
 
+def same_spans(a: Example, b: Example) -> bool:
+    return {(s.start, s.end, s.label) for s in a.spans} == {(s.start, s.end, s.label) for s in b.spans}
+
+
+def weight_diagnostics(weights: dict[str, float], label_is_correct: dict[str, bool], batch_size: int,
+                       skipped_batches: int, steps: int) -> dict[str, Any]:
+    """What the learned sentence weights did with the teacher's errors, which only a simulation knows.
+
+    `weights` are the trainer's mean normalised weights (1/batch_size is an average share), so they are
+    reported relative to that: 1.0 = average, 0 = never up-weighted. A label is correct when its spans
+    equal the gold spans exactly. `auc` is the chance that a correct label outweighs a wrong one (0.5 = the
+    weights carry no signal about label noise); None when every label is correct or every one wrong."""
+    from sklearn.metrics import roc_auc_score
+
+    ids = [i for i in weights if i in label_is_correct]
+    rel = np.array([weights[i] * batch_size for i in ids])
+    correct = np.array([label_is_correct[i] for i in ids], dtype=bool)
+
+    def mean(mask: np.ndarray) -> float | None:
+        return float(rel[mask].mean()) if mask.any() else None
+
+    return {
+        "sentences": len(ids),
+        "wrong_label_share": float((~correct).mean()) if ids else None,
+        "zero_weight_share": float((rel == 0).mean()) if ids else None,
+        "mean_relative_weight_correct": mean(correct),
+        "mean_relative_weight_wrong": mean(~correct),
+        "auc": float(roc_auc_score(correct, rel)) if 0 < correct.sum() < len(ids) else None,
+        "skipped_batch_share": skipped_batches / steps if steps else None,
+    }
+
+
 def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
     from acquisition import get_strategy
     from acquisition.base import PoolData
@@ -184,6 +216,11 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
             rounds.append({"round": r, "labels": len(labeled_idx), **final,
                            "best_epoch": result.metrics.get("best_epoch"),
                            "train_seconds": result.metrics.get("train_time_s")})
+            if result.sentence_weights:
+                rounds[-1]["weights"] = weight_diagnostics(
+                    result.sentence_weights, {pool[i].id: same_spans(llm_labels[i], pool[i]) for i in labeled_idx},
+                    train_cfg.batch_size, result.metrics.get("skipped_zero_weight_batches", 0),
+                    result.metrics.get("steps", 0))
             log.info("round %d: %d LLM labels, test F1 %.4f", r, len(labeled_idx), final["f1"])
             if r == cfg.rounds:
                 break

@@ -71,3 +71,27 @@ def test_a_claimed_run_is_skipped_by_a_second_process(tmp_path: Path) -> None:
     done.mkdir()
     (done / "results.json").write_text("{}")
     assert simulate_grid.claim(done) is False
+
+
+def test_strategies_side_by_side_mark_the_best_and_count_seeds(grid: Path) -> None:
+    write_run(grid, "bc5cdr-weak-hybrid-s1", 0.35, [0.30, 0.42, 0.55])
+    text = simulate_grid.report("cpu")
+    # only strategies that ran get a column; lc-noreweight is not an acquisition strategy
+    assert "| dataset | teacher | random | lc | hybrid |" in text
+    # F1 at 500: random 0.46 (2 seeds), lc 0.51 (2 seeds), hybrid 0.55 (1 seed) is the best
+    assert "| bc5cdr | weak | 0.460 (2) | 0.510 (2) | **0.550** (1) |" in text
+    # curve means: random (0.30+0.38+0.45)/3 and +0.02/3 for seed 2 → 0.380; lc 0.403; hybrid 0.423
+    assert "| bc5cdr | weak | 0.380 (2) | 0.403 (2) | **0.423** (1) |" in text
+
+
+def test_weight_diagnostics_are_pooled_from_the_runs_that_recorded_them(grid: Path) -> None:
+    assert "Learned sentence weights" not in simulate_grid.report("cpu")  # older runs recorded none
+    for seed, auc in ((1, 0.6), (2, 0.8)):
+        path = grid / "cpu" / f"bc5cdr-weak-lc-s{seed}" / "results.json"
+        run = json.loads(path.read_text())
+        run["rounds"][-1]["weights"] = {"wrong_label_share": 0.5, "zero_weight_share": 0.3,
+                                        "mean_relative_weight_correct": 1.2, "mean_relative_weight_wrong": 0.8,
+                                        "auc": auc, "skipped_batch_share": None}
+        path.write_text(json.dumps(run))
+    text = simulate_grid.report("cpu")
+    assert "| bc5cdr | weak | 2 | 0.50 | 0.30 | 1.20 | 0.80 | 0.70 | – |" in text

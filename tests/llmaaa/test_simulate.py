@@ -26,6 +26,10 @@ def test_simulate_writes_results_and_learning_curve(tmp_path: Path, bc5cdr_dir: 
         assert 0.0 <= results["final"][key] <= 1.0
     assert results["config"]["strategy"] == "least_confidence" and results["config"]["reweight"] is True
     assert results["gold_size"] == 10 and results["test_size"] == 30
+    # the learned weights are set against the teacher's known errors, per round
+    weights = results["rounds"][-1]["weights"]
+    assert weights["sentences"] == 20 and 0.0 < weights["wrong_label_share"] <= 1.0  # teacher F1 < 1
+    assert 0.0 <= weights["zero_weight_share"] <= 1.0 and 0.0 <= weights["skipped_batch_share"] <= 1.0
     png = (out / "learning_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
@@ -36,6 +40,7 @@ def test_simulate_rounds_zero_trains_once_and_gold_only_baseline(tmp_path: Path,
     assert main(["simulate", "--out", str(tmp_path / "r0"), "--rounds", "0", *base]) == 0
     r0 = json.loads((tmp_path / "r0" / "results.json").read_text())
     assert len(r0["rounds"]) == 1 and r0["config"]["reweight"] is False
+    assert "weights" not in r0["rounds"][0]  # nothing learned to report without reweighting
     assert main(["simulate", "--out", str(tmp_path / "gold"), "--gold-only", *base]) == 0
     gold = json.loads((tmp_path / "gold" / "results.json").read_text())
     assert gold["teacher"]["labels"] == 0 and gold["rounds"][0]["gold"] == 8
