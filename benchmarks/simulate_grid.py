@@ -68,7 +68,9 @@ def claim(out: Path) -> bool:
 
 def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seeds: list[int], profile: str) -> None:
     """Run in priority order: dataset, then seed, then teacher, then variant. Start one process per core
-    (with LLMAAA_TORCH_THREADS=1) to use a small CPU fully; a killed run leaves `.claimed`: delete it to redo."""
+    (with LLMAAA_TORCH_THREADS=1) to use a small CPU fully; a killed run leaves `.claimed`: delete it to redo.
+    Runs that differ only in strategy share round 0 through `.round0-cache`: run one variant at a time
+    (`--variants mnlp`, then `--variants kmeans`, ...) so that the second variant finds it computed."""
     from llmaaa.simulate import SimulationConfig, run_simulation
 
     prof = PROFILES[profile]
@@ -88,7 +90,8 @@ def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seed
                     run_simulation(SimulationConfig(
                         data=DATA / dataset, out=out, strategy=opts["strategy"], reweight=opts["reweight"],
                         gold_only=bool(opts.get("gold_only")), teacher_noise=TEACHER_NOISE[dataset][teacher],
-                        gold_size=100, seed=seed, **{**prof, **opts.get("overrides", {})}))
+                        gold_size=100, seed=seed, round0_cache=OUT_ROOT / profile / ".round0-cache",
+                        **{**prof, **opts.get("overrides", {})}))
                     (out / ".claimed").unlink(missing_ok=True)
                     logging.info("%s done in %.0f s", name, time.time() - started)
 

@@ -12,8 +12,10 @@ in-process. Its answers go through the same grounding as real LLM replies. Roles
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -48,6 +50,9 @@ class SimulationConfig:
     gold_only: bool = False
     batch_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Round 0 (the random seed set) is the same for every strategy, and training is seeded: a folder here
+    # lets runs that differ only in strategy share round 0's model outputs instead of training it again.
+    round0_cache: Path | None = None
 
 
 def register(sub: Any) -> None:
@@ -74,6 +79,8 @@ def register(sub: Any) -> None:
     p.add_argument("--gold-only", action="store_true",
                    help="baseline: train on the gold set alone (no LLM labels, no acquisition)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the trainer's)")
+    p.add_argument("--round0-cache", type=Path,
+                   help="folder to share round 0 (the same random seed set) between runs that differ in strategy")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -84,6 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         teacher_noise=args.teacher_noise, reweight=args.reweight, max_epochs=args.max_epochs,
         patience=args.patience, pool_size=args.pool_size, test_size=args.test_size, seed=args.seed,
         encoder=args.encoder, demo_aware=args.demo_aware, gold_only=args.gold_only, batch_size=args.batch_size,
+        round0_cache=args.round0_cache,
     )
     results = run_simulation(cfg)
     print(json.dumps({"teacher": results["teacher"], "final": results["final"]}, indent=2))
@@ -169,6 +177,42 @@ def weight_diagnostics(weights: dict[str, float], label_is_correct: dict[str, bo
     }
 
 
+# Fields that do not change round 0: what happens after it, and where results go.
+_NOT_ROUND0 = {"out", "strategy", "rounds", "round_size", "round0_cache"}
+
+
+def round0_cache_file(cfg: SimulationConfig) -> Path | None:
+    if cfg.round0_cache is None:
+        return None
+    key = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in _NOT_ROUND0}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cfg.round0_cache / f"round0-{digest}.npz"
+
+
+def save_round0(path: Path, record: dict[str, Any], unlabeled_ids: list[str], outputs: Any, labeled: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, record=json.dumps(record), unlabeled_ids=np.array(unlabeled_ids),
+             marginals=np.concatenate(outputs.marginals), lengths=np.array([len(m) for m in outputs.marginals]),
+             embeddings=outputs.embeddings, labeled_embeddings=labeled.embeddings)
+    os.replace(tmp, path)  # atomic: two grid processes may compute the same round 0
+
+
+def load_round0(path: Path, unlabeled_ids: list[str]) -> tuple[dict[str, Any], Any, Any] | None:
+    """Round 0's record and pool outputs, or None when not cached (or cached for another pool)."""
+    from training.model import PoolOutputs
+
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        if z["unlabeled_ids"].tolist() != unlabeled_ids:
+            log.warning("round-0 cache %s is for another pool; training round 0", path)
+            return None
+        marginals = np.split(z["marginals"], np.cumsum(z["lengths"])[:-1])
+        return (json.loads(str(z["record"])), PoolOutputs(list(marginals), z["embeddings"]),
+                PoolOutputs([], z["labeled_embeddings"]))
+
+
 def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
     from acquisition import get_strategy
     from acquisition.base import PoolData
@@ -209,27 +253,37 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
         llm_labels: dict[int, Example] = {i: teacher.label(pool[i]) for i in labeled_idx}
         strategy = get_strategy(cfg.strategy)
         final = {}
+        cache_file = round0_cache_file(cfg) if cfg.rounds > 0 else None
         for r in range(cfg.rounds + 1):
-            train_set = [llm_labels[i] for i in labeled_idx]
-            result = train(train_set, gold, train_cfg, labels=labels, encoder=cfg.encoder)
-            final = evaluate(result.model)
-            rounds.append({"round": r, "labels": len(labeled_idx), **final,
-                           "best_epoch": result.metrics.get("best_epoch"),
-                           "train_seconds": result.metrics.get("train_time_s")})
-            if result.sentence_weights:
-                rounds[-1]["weights"] = weight_diagnostics(
-                    result.sentence_weights, {pool[i].id: same_spans(llm_labels[i], pool[i]) for i in labeled_idx},
-                    train_cfg.batch_size, result.metrics.get("skipped_zero_weight_batches", 0),
-                    result.metrics.get("steps", 0))
-            log.info("round %d: %d LLM labels, test F1 %.4f", r, len(labeled_idx), final["f1"])
-            if r == cfg.rounds:
-                break
             unlabeled = [i for i in range(len(pool)) if i not in llm_labels]
+            cached = load_round0(cache_file, [pool[i].id for i in unlabeled]) if r == 0 and cache_file else None
+            if cached is not None:
+                record, outputs, labeled_out = cached
+                final = {k: record[k] for k in ("precision", "recall", "f1")}
+                rounds.append({**record, "from_cache": True})
+                log.info("round 0: %d LLM labels, test F1 %.4f (shared round 0 from %s)", len(labeled_idx),
+                         final["f1"], cache_file)
+            else:
+                train_set = [llm_labels[i] for i in labeled_idx]
+                result = train(train_set, gold, train_cfg, labels=labels, encoder=cfg.encoder)
+                final = evaluate(result.model)
+                rounds.append({"round": r, "labels": len(labeled_idx), **final,
+                               "best_epoch": result.metrics.get("best_epoch"),
+                               "train_seconds": result.metrics.get("train_time_s")})
+                if result.sentence_weights:
+                    rounds[-1]["weights"] = weight_diagnostics(
+                        result.sentence_weights,
+                        {pool[i].id: same_spans(llm_labels[i], pool[i]) for i in labeled_idx},
+                        train_cfg.batch_size, result.metrics.get("skipped_zero_weight_batches", 0),
+                        result.metrics.get("steps", 0))
+                log.info("round %d: %d LLM labels, test F1 %.4f", r, len(labeled_idx), final["f1"])
+                if r == cfg.rounds or not unlabeled:
+                    break
+                outputs = result.model.pool_outputs([pool[i].text for i in unlabeled])
+                labeled_out = result.model.pool_outputs([pool[i].text for i in labeled_idx])
+                if r == 0 and cache_file:
+                    save_round0(cache_file, rounds[-1], [pool[i].id for i in unlabeled], outputs, labeled_out)
             k = min(cfg.round_size, len(unlabeled))
-            if k == 0:
-                break
-            outputs = result.model.pool_outputs([pool[i].text for i in unlabeled])
-            labeled_out = result.model.pool_outputs([pool[i].text for i in labeled_idx])
             pool_data = PoolData(marginals=outputs.marginals, embeddings=outputs.embeddings,
                                  ids=[pool[i].id for i in unlabeled],
                                  labeled_embeddings=labeled_out.embeddings)

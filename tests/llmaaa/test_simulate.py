@@ -44,3 +44,24 @@ def test_simulate_rounds_zero_trains_once_and_gold_only_baseline(tmp_path: Path,
     assert main(["simulate", "--out", str(tmp_path / "gold"), "--gold-only", *base]) == 0
     gold = json.loads((tmp_path / "gold" / "results.json").read_text())
     assert gold["teacher"]["labels"] == 0 and gold["rounds"][0]["gold"] == 8
+
+
+def test_a_shared_round_zero_gives_the_same_run_as_training_it(tmp_path: Path, bc5cdr_dir: Path) -> None:
+    base = ["--data", str(bc5cdr_dir), "--seed-size", "10", "--round-size", "6", "--rounds", "1", "--gold-size", "8",
+            "--max-epochs", "1", "--pool-size", "40", "--test-size", "20", "--teacher-noise", "0.4",
+            "--strategy", "least_confidence"]
+    cache = tmp_path / "cache"
+    assert main(["simulate", "--out", str(tmp_path / "fresh"), *base, "--round0-cache", str(cache)]) == 0
+    assert len(list(cache.glob("round0-*.npz"))) == 1
+    assert main(["simulate", "--out", str(tmp_path / "shared"), *base, "--round0-cache", str(cache)]) == 0
+    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())
+    shared = json.loads((tmp_path / "shared" / "results.json").read_text())
+    assert "from_cache" not in fresh["rounds"][0] and shared["rounds"][0]["from_cache"] is True
+    # round 1 is selected from the cached outputs and trained again: it must match the fresh run exactly
+    for a, b in zip(fresh["rounds"], shared["rounds"], strict=True):
+        keys = ("labels", "f1", "precision", "recall")
+        assert [a[k] for k in keys] == [b[k] for k in keys]
+    assert fresh["teacher"] == shared["teacher"]
+    # another seed is another round 0: not shared
+    assert main(["simulate", "--out", str(tmp_path / "seed7"), *base, "--seed", "7", "--round0-cache", str(cache)]) == 0
+    assert len(list(cache.glob("round0-*.npz"))) == 2
