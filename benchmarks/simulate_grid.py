@@ -19,7 +19,7 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks._common import DATA, REPO, RESULTS
 
@@ -53,6 +53,9 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 OUT_ROOT = RESULTS / "simulate"
 
+if TYPE_CHECKING:
+    from llmaaa.simulate import SimulationConfig
+
 
 def claim(out: Path) -> bool:
     """Claim a run for this process (several grid processes can share the list); False if taken or done."""
@@ -66,14 +69,25 @@ def claim(out: Path) -> bool:
     return True
 
 
+def grid_config(dataset: str, teacher: str, variant: str, seed: int, profile: str, out: Path) -> SimulationConfig:
+    """One run of the grid; runs that differ only in strategy share round 0 through `.round0-cache`."""
+    from llmaaa.simulate import SimulationConfig
+
+    opts = VARIANTS[variant]
+    return SimulationConfig(
+        data=DATA / dataset, out=out, strategy=opts["strategy"], reweight=opts["reweight"],
+        gold_only=bool(opts.get("gold_only")), teacher_noise=TEACHER_NOISE[dataset][teacher],
+        gold_size=100, seed=seed, round0_cache=OUT_ROOT / profile / ".round0-cache",
+        **{**PROFILES[profile], **opts.get("overrides", {})})
+
+
 def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seeds: list[int], profile: str) -> None:
     """Run in priority order: dataset, then seed, then teacher, then variant. Start one process per core
     (with LLMAAA_TORCH_THREADS=1) to use a small CPU fully; a killed run leaves `.claimed`: delete it to redo.
     Runs that differ only in strategy share round 0 through `.round0-cache`: run one variant at a time
     (`--variants mnlp`, then `--variants kmeans`, ...) so that the second variant finds it computed."""
-    from llmaaa.simulate import SimulationConfig, run_simulation
+    from llmaaa.simulate import run_simulation
 
-    prof = PROFILES[profile]
     for dataset in datasets:
         for seed in seeds:
             for teacher in teachers:
@@ -87,11 +101,7 @@ def run_grid(datasets: list[str], teachers: list[str], variants: list[str], seed
                         continue
                     started = time.time()
                     logging.info("running %s", name)
-                    run_simulation(SimulationConfig(
-                        data=DATA / dataset, out=out, strategy=opts["strategy"], reweight=opts["reweight"],
-                        gold_only=bool(opts.get("gold_only")), teacher_noise=TEACHER_NOISE[dataset][teacher],
-                        gold_size=100, seed=seed, round0_cache=OUT_ROOT / profile / ".round0-cache",
-                        **{**prof, **opts.get("overrides", {})}))
+                    run_simulation(grid_config(dataset, teacher, variant, seed, profile, out))
                     (out / ".claimed").unlink(missing_ok=True)
                     logging.info("%s done in %.0f s", name, time.time() - started)
 
