@@ -262,7 +262,8 @@ def report(profile: str) -> str:
         teachers = sorted({r["teacher_kind"] for r in runs if r["dataset"] == dataset and r["teacher_kind"] != "none"})
         if not teachers:
             continue
-        fig, axes = plt.subplots(1, len(teachers), figsize=(6 * len(teachers), 4), squeeze=False)
+        fig, axes = plt.subplots(1, len(teachers), figsize=(8 * len(teachers), 4.5), squeeze=False)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for ax, teacher in zip(axes[0], teachers, strict=True):
             for (d, t, variant), rs in sorted(groups.items()):
                 if d != dataset or t != teacher or variant.startswith("gold-only"):
@@ -270,8 +271,10 @@ def report(profile: str) -> str:
                 xs = [r["labels"] for r in rs[0]["rounds"]]
                 curves = np.array([[r2["f1"] for r2 in r["rounds"]] for r in rs])
                 ys, sd = curves.mean(axis=0), curves.std(axis=0)
-                (line,) = ax.plot(xs, ys, marker="o", label=f"{variant} (seeds={len(rs)})")
-                ax.fill_between(xs, ys - sd, ys + sd, color=line.get_color(), alpha=0.12)
+                color = colors[list(VARIANTS).index(variant) % len(colors)]  # the same colour in every panel
+                dashed = "--" if variant == "lc-noreweight" else "-"
+                ax.plot(xs, ys, marker="o", color=color, linestyle=dashed, label=f"{variant} (seeds={len(rs)})")
+                ax.fill_between(xs, ys - sd, ys + sd, color=color, alpha=0.10)
             tf = [r["teacher"]["f1"] for (d, t, _), rs in groups.items() if d == dataset and t == teacher
                   for r in rs]
             ax.axhline(float(np.mean(tf)), color="grey", linestyle="--", label="simulated teacher")
@@ -285,7 +288,7 @@ def report(profile: str) -> str:
             ax.set_xlabel("LLM-labeled sentences")
             ax.set_ylabel("test entity F1")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.tight_layout()
         fig.savefig(docs / f"learning-curves-{profile}-{dataset}.png", dpi=110)
         plt.close(fig)
