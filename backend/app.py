@@ -9,27 +9,21 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from backend.base import TRAIN_EVENTS
-from backend.labelstudio import project_id_of
 from backend.metrics import REGISTRY
-from backend.model import ModelRegistry
+from backend.model import ModelRegistry, NERBackendModel
+from backend.protocol import BadRequest, predict_request, setup_request, webhook_request
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-KNOWN_EVENTS = frozenset(TRAIN_EVENTS) | {
-    "ANNOTATIONS_CREATED", "TASKS_CREATED", "TASKS_DELETED", "PROJECT_CREATED", "PROJECT_UPDATED",
-    "PROJECT_DELETED", "LABEL_LINK_CREATED", "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED",
-}
-
-
-class BadRequest(ValueError):
-    """A malformed request body; answered with 400 and a message, nothing else happens."""
-
-
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError as exc:  # not a ValueError, so `silent` lets it through
+        raise BadRequest("the body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
@@ -64,6 +58,34 @@ def _authorized(settings: Settings, endpoint: str) -> bool:
             return True
         return not (basic or secret)
     return not basic or _basic_auth_ok(settings)
+
+
+def _model(models: ModelRegistry, project_id: int, label_config: str | None, ls_url: str | None = None,
+           ls_token: str | None = None) -> NERBackendModel:
+    try:
+        return models.get(project_id, label_config, ls_url, ls_token)
+    except KeyError as exc:
+        raise BadRequest(str(exc.args[0]) if exc.args else str(exc)) from exc
+    except ValueError as exc:  # e.g. a config without <Labels>/<Text>
+        raise BadRequest(f"unsupported labeling config: {exc}") from exc
+
+
+def _register_error_handlers(app: Flask) -> None:
+    """Every error is JSON with a message: clients (and the fuzz suite) never parse an HTML page."""
+
+    @app.errorhandler(BadRequest)
+    def _bad_request(exc: BadRequest) -> tuple[Response, int]:
+        log.warning("%d on %s: %s", exc.status, request.path, exc)
+        return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify({"error": exc.description or exc.name}), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _internal(exc: Exception) -> tuple[Response, int]:
+        log.exception("500 on %s", request.path)
+        return jsonify({"error": f"internal error ({type(exc).__name__}); the details are in the server log"}), 500
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> Flask:
@@ -109,10 +131,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                      status=str(resp.status_code))
         return resp
 
-    @app.errorhandler(BadRequest)
-    def _bad_request(exc: BadRequest) -> tuple[Response, int]:
-        log.warning("400 on %s: %s", request.path, exc)
-        return jsonify({"error": str(exc)}), 400
+    _register_error_handlers(app)
 
     @app.get("/health")
     @app.get("/")
@@ -121,58 +140,29 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @app.post("/setup")
     def setup() -> Response:
-        body = _json_body()
-        try:
-            project_id = project_id_of(body.get("project"))
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
-        schema = body.get("schema")
-        if not isinstance(schema, str) or not schema.strip():
-            raise BadRequest("`schema` (the project's labeling config) is required")
-        try:
-            model = models.get(project_id, schema, body.get("hostname"), body.get("access_token"))
-        except ValueError as exc:  # e.g. a config without <Labels>/<Text>
-            raise BadRequest(f"unsupported labeling config: {exc}") from exc
+        req = setup_request(_json_body())
+        model = _model(models, req.project_id, req.schema, req.hostname, req.access_token)
+        model.reconfirm()  # Label Studio was unreachable when the model was built: try again now
         return jsonify({"model_version": model.model_version})
 
     @app.post("/predict")
     def predict() -> Response:
-        body = _json_body()
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
-            raise BadRequest("`tasks` must be a list of task objects")
-        try:
-            project_id = project_id_of(body.get("project") or (tasks[0].get("project") if tasks else None))
-            model = models.get(project_id, body.get("label_config"))
-        except (ValueError, KeyError) as exc:
-            raise BadRequest(str(exc)) from exc
-        context = (body.get("params") or {}).get("context")
+        req = predict_request(_json_body(), settings.max_tasks_per_request)
+        model = _model(models, req.project_id, req.label_config)
         started = time.perf_counter()
-        results = model.predict(tasks, context=context)
+        results = model.predict(req.tasks, context=req.context)
         REGISTRY.inc("llmaaa_predict_seconds_sum", time.perf_counter() - started)
         return jsonify({"results": results, "model_version": model.model_version})
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int] | Response:
-        body = _json_body()
-        action = body.get("action")
-        if not isinstance(action, str) or action not in KNOWN_EVENTS:
-            raise BadRequest(f"unknown or missing `action`: {action!r}")
-        try:
-            project_id = project_id_of(body.get("project"))
-        except ValueError as exc:
-            raise BadRequest(f"`project` must be the project object: {exc}") from exc
-        if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-            if not isinstance(body.get("annotation"), dict) or not isinstance(body.get("task"), dict):
-                raise BadRequest(f"{action} needs `annotation` and `task` objects")
-        if action == "ANNOTATIONS_DELETED" and not isinstance(body.get("annotations"), list):
-            raise BadRequest("ANNOTATIONS_DELETED needs an `annotations` list")
-        REGISTRY.inc("llmaaa_webhook_events_total", action=action)
+        req = webhook_request(_json_body())
+        action, project_id = req.action, req.project_id
         model = models.known(project_id)
-        label_config = (body.get("project") or {}).get("label_config")
-        if model is None and isinstance(label_config, str) and action in TRAIN_EVENTS:
-            model = models.get(project_id, label_config)
-        result = model.fit(action, body) if model is not None and action in TRAIN_EVENTS else {}
+        if model is None and req.label_config is not None and action in TRAIN_EVENTS:
+            model = _model(models, project_id, req.label_config)
+        REGISTRY.inc("llmaaa_webhook_events_total", action=action)
+        result = model.fit(action, req.body) if model is not None and action in TRAIN_EVENTS else {}
         retrain: dict[str, Any] = {"enabled": False}
         if scheduler is not None and action in TRAIN_EVENTS:
             from backend.jobs import QueueUnavailable

@@ -226,6 +226,8 @@ def parse_label_config(config: str, labels_file: str | Path | None = None) -> La
     else the labels file's entry, else the value itself. Raises ValueError for a config that is not
     XML or has no usable `<Labels>`/`<Text>` pair.
     """
+    if not isinstance(config, str):
+        raise ValueError(f"a labeling config is an XML string, not {type(config).__name__}")
     try:
         root = ET.fromstring(config)
     except ET.ParseError as exc:

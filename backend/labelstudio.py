@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,28 +50,49 @@ def explain(exc: Exception, doing: str) -> LabelStudioError:
     return LabelStudioError(f"{doing} failed: Label Studio is unreachable ({type(exc).__name__}: {exc})")
 
 
+# Label Studio's project ids are database integers; anything outside this range is not one of its ids
+# (and 10**300 used to become a file name too long for the disk).
+MAX_PROJECT_ID = 2**31 - 1
+# ASCII digits only: `str.isdigit` and `int` also accept Arabic-Indic and other Unicode digits.
+_PROJECT_REF = re.compile(r"([0-9]{1,10})(?:\.[0-9]{1,20})?")
+
+
 def project_id_of(value: Any) -> int:
-    """`/setup` and `/predict` send `"<id>.<created_at>"`; webhooks send the project object."""
+    """`/setup` and `/predict` send `"<id>.<created_at>"` (or the bare id); webhooks send the project object.
+
+    Only a positive integer up to `MAX_PROJECT_ID` is an id: booleans, floats, negative numbers,
+    non-ASCII digits and huge numbers raise ValueError (the message never echoes a huge value).
+    """
     if isinstance(value, Mapping):
         value = value.get("id")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.split(".", 1)[0].isdigit():
-        return int(value.split(".", 1)[0])
-    raise ValueError(f"cannot read a project id from {value!r}")
+    pid: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        pid = value if -MAX_PROJECT_ID <= value <= MAX_PROJECT_ID else MAX_PROJECT_ID + 1
+    elif isinstance(value, str):
+        match = _PROJECT_REF.fullmatch(value)
+        pid = int(match.group(1)) if match else None
+    if pid is None:
+        shown = repr(value) if isinstance(value, str | type(None)) else type(value).__name__
+        raise ValueError(f"cannot read a project id from {shown[:40]}: expected a positive integer "
+                         "or \"<id>.<created_at>\"")
+    if not 1 <= pid <= MAX_PROJECT_ID:
+        raise ValueError(f"a project id must be an integer from 1 to {MAX_PROJECT_ID}")
+    return pid
 
 
 def result_to_spans(result: Iterable[Mapping[str, Any]], schema: LabelSchema, text: str) -> list[Span]:
     """Regions of our `<Labels>` tag whose offsets and text agree with the task text."""
     spans: list[Span] = []
     for region in result or []:
+        if not isinstance(region, Mapping):
+            continue
         if region.get("type") != "labels" or region.get("from_name") != schema.from_name:
             continue
         value = region.get("value") or {}
         try:
             start, end = int(value["start"]), int(value["end"])
             label = str(value["labels"][0])
-        except (KeyError, IndexError, TypeError, ValueError):
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):  # inf offsets overflow int()
             continue
         if not (0 <= start < end <= len(text)):
             continue

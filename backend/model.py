@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import cached_property
 from typing import Any
 
-from backend.annotator.annotator import AnnotationOutcome, LLMAnnotator
+from backend.annotator.annotator import AnnotationOutcome, ChatClient, LLMAnnotator
 from backend.annotator.cache import ReplyCache
 from backend.annotator.client import LLMClient
 from backend.annotator.demos import DemoIndex
@@ -21,6 +23,7 @@ from backend.labeling_config import LabelSchema, parse_label_config
 from backend.labelstudio import (
     LabelStudioError,
     connect,
+    explain,
     fetch_verified,
     result_to_spans,
     submitted_annotation,
@@ -37,11 +40,11 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Process-wide resources shared by every project: the LLM client, cache, ledger, embedder."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: ChatClient | None = None) -> None:
         self.settings = settings
         data_dir = settings.llmaaa_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.client = LLMClient(
+        self.client: ChatClient = client or LLMClient(
             base_url=settings.openai_base_url,
             api_key=settings.llm_api_key(),
             model=settings.llm_model,
@@ -51,11 +54,18 @@ class Runtime:
         self.cache = ReplyCache(data_dir / "llm-cache")
         self.ledger = CostLedger(data_dir / "costs.jsonl", prices_file=settings.llm_prices_file)
         self.template = PromptTemplate.load("ner", "v1")
-        # Bounded: this is the only place LLM calls for /predict run.
-        self.pool = ThreadPoolExecutor(max_workers=max(1, settings.llm_concurrency), thread_name_prefix="llm")
+        # Bounded: the only places LLM calls for /predict run. Two lanes, because one FIFO pool made a
+        # 1-task request (an annotator opening a task) wait 13.4 s behind a 1,000-task one (issue 12).
+        self.bulk_pool = ThreadPoolExecutor(max_workers=max(1, settings.llm_concurrency), thread_name_prefix="llm")
+        self.interactive_pool = ThreadPoolExecutor(max_workers=max(1, settings.llm_interactive_concurrency),
+                                                   thread_name_prefix="llm-interactive")
         self._embedder_lock = threading.Lock()
         self._embedder: Any = None
         REGISTRY.add_collector(self._collect_costs)
+
+    def lane(self, n_tasks: int) -> ThreadPoolExecutor:
+        """The interactive lane for small requests, the bulk lane for the rest."""
+        return self.interactive_pool if n_tasks <= self.settings.interactive_max_tasks else self.bulk_pool
 
     def embedder(self) -> Any:
         with self._embedder_lock:
@@ -74,6 +84,27 @@ class Runtime:
             registry.set("llmaaa_llm_cost_usd_total", row["usd"], model=model)
 
 
+def label_studio_target(settings: Settings, request_url: str | None,
+                        request_token: str | None) -> tuple[str, str] | None:
+    """Where the backend may call Label Studio for a project, and with which key; None: nowhere.
+
+    LABEL_STUDIO_API_KEY only ever goes to LABEL_STUDIO_URL. A `hostname` from a /setup request is used
+    only together with that request's own `access_token`: otherwise anyone who can reach /setup could
+    name a host and receive the configured key (issue 12). A configured URL always wins over a request's.
+    """
+    env_key = settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else None
+    if settings.label_studio_url:
+        key = env_key or request_token
+        return (settings.label_studio_url, key) if key else None
+    if request_url and request_token:
+        return request_url, request_token
+    return None
+
+
+# LLM labels of a project Label Studio has not confirmed yet wait in memory, this many at most.
+PENDING_LABELS_MAX = 256
+
+
 class NERBackendModel(MLBase):
     """Serves LLM pre-annotations for one project; learns demonstrations from verified tasks."""
 
@@ -82,10 +113,13 @@ class NERBackendModel(MLBase):
     ls_token: str | None
 
     def __init__(self, project_id: int, label_config: str, runtime: Runtime,
-                 ls_url: str | None = None, ls_token: str | None = None) -> None:
+                 ls_url: str | None = None, ls_token: str | None = None, confirmed: bool = True) -> None:
+        """`confirmed=False` (web requests name any project id): nothing is written to disk for the project
+        until Label Studio confirms it exists, or its state directory already does."""
         self.runtime = runtime
         self.ls_url = ls_url
         self.ls_token = ls_token
+        self._confirmed = confirmed
         super().__init__(project_id, label_config)
 
     def setup(self) -> None:
@@ -98,7 +132,9 @@ class NERBackendModel(MLBase):
             k=s.knn_k, domain=s.ner_domain,
         )
         self.state = ProjectState(s.llmaaa_data_dir, self.project_id)
-        self.llm_labels = LLMLabelStore(s.llmaaa_data_dir, self.project_id)
+        self._llm_labels: LLMLabelStore | None = None  # opened on the first write (it creates the directory)
+        self._pending_labels: list[tuple[int, str, list[Any], str]] = []
+        self._labels_lock = threading.Lock()
         self.students = StudentCache(s.llmaaa_data_dir, self.project_id)
         # Demo-index updates embed text (and load MiniLM the first time): never inside a webhook request.
         self._index_updates = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"index-{self.project_id}")
@@ -106,6 +142,7 @@ class NERBackendModel(MLBase):
         self._demos_ready = threading.Event()
         self._demo_lock = threading.Lock()
         self._last_demo_fetch = 0.0
+        self._closed = False
         # /setup must answer within 3 s, so the verified tasks are fetched in the background.
         threading.Thread(target=self.refresh_demos, name=f"demos-{self.project_id}", daemon=True).start()
 
@@ -121,17 +158,53 @@ class NERBackendModel(MLBase):
     # ------------------------------------------------------------ demonstrations
 
     def _ls(self) -> Any:
-        s = self.runtime.settings
-        url = s.label_studio_url or self.ls_url
-        key = s.label_studio_api_key.get_secret_value() if s.label_studio_api_key else self.ls_token
-        return connect(url or "", key or "")
+        target = label_studio_target(self.runtime.settings, self.ls_url, self.ls_token)
+        if target is None:
+            raise LabelStudioError("no Label Studio connection: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                                   "(a /setup `hostname` is used only with its own `access_token`)")
+        return connect(*target)
+
+    @property
+    def llm_labels(self) -> LLMLabelStore:
+        with self._labels_lock:
+            if self._llm_labels is None:
+                self._llm_labels = LLMLabelStore(self.runtime.settings.llmaaa_data_dir, self.project_id)
+            return self._llm_labels
+
+    def confirmed(self) -> bool:
+        """Label Studio knows the project (or the CLI/worker, which read it from Label Studio, wrote state)."""
+        if not self._confirmed and self.state.dir.is_dir():
+            self._confirmed = True
+        return self._confirmed
+
+    def _confirm(self, ls: Any) -> None:
+        try:
+            ls.projects.get(id=self.project_id)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the project unconfirmed
+            raise explain(exc, f"reading project {self.project_id}") from exc
+        self._confirmed = True
+        with self._labels_lock:
+            pending, self._pending_labels = self._pending_labels, []
+        for item in pending:
+            self._put_label(*item)
+
+    def reconfirm(self, min_interval_s: float = 30.0) -> None:
+        """Try again (in the background) to confirm the project and load its demos, after a failed try."""
+        if self.confirmed() or self._closed or time.monotonic() - self._last_demo_fetch < min_interval_s:
+            return
+        if self._demo_lock.locked():
+            return
+        threading.Thread(target=self.refresh_demos, name=f"demos-{self.project_id}", daemon=True).start()
 
     def refresh_demos(self) -> bool:
-        """Load every human-verified task of the project into the k-NN demo index."""
+        """Confirm the project with Label Studio, then load every human-verified task into the k-NN demo index."""
         with self._demo_lock:
             self._last_demo_fetch = time.monotonic()
             try:
-                verified = fetch_verified(self._ls(), self.project_id, self.schema)
+                ls = self._ls()
+                if not self.confirmed():
+                    self._confirm(ls)
+                verified = fetch_verified(ls, self.project_id, self.schema)
             except Exception as exc:  # noqa: BLE001 - LS down must not stop annotation
                 log.warning("project %s: no demonstrations, Label Studio unavailable (%s); annotating "
                             "without demos", self.project_id, exc if isinstance(exc, LabelStudioError)
@@ -156,6 +229,13 @@ class NERBackendModel(MLBase):
         if annotation.get("id") is not None:
             self._annotation_task[int(annotation["id"])] = int(task["id"])
 
+    def _queue_index_update(self, fn: Callable[..., None], *args: Any) -> dict[str, Any]:
+        try:
+            self._index_updates.submit(fn, *args)
+        except RuntimeError:  # evicted from the registry meanwhile: its next instance reloads demos from LS
+            return {"status": "skipped: project model was evicted"}
+        return {"status": "demo index update queued"}
+
     # ------------------------------------------------------------ protocol
 
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None,
@@ -168,12 +248,13 @@ class NERBackendModel(MLBase):
         # First use: give the background demo fetch a moment, so the first predictions get demos.
         self._demos_ready.wait(timeout=min(20.0, s.predict_deadline_s / 4))
         futures: list[Future[AnnotationOutcome] | None] = []
+        pool = self.runtime.lane(len(tasks))
         for task in tasks:
             text = (task.get("data") or {}).get(self.schema.value_key)
             if not isinstance(text, str) or not text.strip():
                 futures.append(None)
                 continue
-            futures.append(self.runtime.pool.submit(self.annotator.annotate, text))
+            futures.append(pool.submit(self.annotator.annotate, text))
         results: list[list[dict[str, Any]]] = []
         for task, future in zip(tasks, futures, strict=True):
             if future is None:
@@ -234,11 +315,23 @@ class NERBackendModel(MLBase):
         """Keep the LLM's spans as training data for the student (see backend.llm_labels)."""
         if task.get("id") is None:
             return
+        item = (int(task["id"]), task["data"][self.schema.value_key], list(outcome.spans),
+                self.annotator.model_version)
+        if not self.confirmed():
+            with self._labels_lock:
+                if len(self._pending_labels) < PENDING_LABELS_MAX:
+                    self._pending_labels.append(item)
+                    return
+            log.warning("project %s is not confirmed by Label Studio: LLM label of task %s not recorded",
+                        self.project_id, task.get("id"))
+            return
+        self._put_label(*item)
+
+    def _put_label(self, task_id: int, text: str, spans: list[Any], version: str) -> None:
         try:
-            self.llm_labels.put(int(task["id"]), task["data"][self.schema.value_key], outcome.spans,
-                                self.annotator.model_version)
+            self.llm_labels.put(task_id, text, spans, version)
         except Exception as exc:  # noqa: BLE001 - never fail a prediction over bookkeeping
-            log.warning("could not record the LLM label of task %s: %s", task.get("id"), exc)
+            log.warning("could not record the LLM label of task %s: %s", task_id, exc)
 
     def _not_annotated(self, task: dict[str, Any], reason: str) -> None:
         # Never "no entities": LS stores nothing, and asks again next time.
@@ -259,12 +352,16 @@ class NERBackendModel(MLBase):
         if event in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
             task, annotation = data.get("task"), data.get("annotation")
             if isinstance(task, dict) and isinstance(annotation, dict):
-                self._index_updates.submit(self._upsert_from_task, task, annotation)
-            return {"status": "demo index update queued"}
+                return self._queue_index_update(self._upsert_from_task, task, annotation)
+            return {"status": "ignored: no task or annotation"}
         if event == "ANNOTATIONS_DELETED":
-            self._index_updates.submit(self._forget_annotations, data.get("annotations") or [])
-            return {"status": "demo index update queued"}
+            return self._queue_index_update(self._forget_annotations, data.get("annotations") or [])
         return {"status": "recorded", "event": event}
+
+    def close(self) -> None:
+        """Release the threads; pending demo-index updates are dropped with the in-memory index."""
+        self._closed = True
+        self._index_updates.shutdown(wait=False, cancel_futures=True)
 
     def _forget_annotations(self, annotations: list[dict[str, Any]]) -> None:
         """The payload has annotation ids only: re-read each affected task to see if it is still verified."""
@@ -311,12 +408,17 @@ def _reason(error: str | None) -> str:
 
 
 class ModelRegistry:
-    """One model per (project, label config), built on first use and kept."""
+    """One model per (project, label config), built on first use; at most MAX_PROJECTS are kept in memory.
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    The least recently used model is evicted (its threads released) when a new project comes in: any
+    client may name any project id, so an unbounded dict grew by 65 MB per 500 ids (issue 12). An evicted
+    project's state stays on disk; its next request rebuilds the model and reloads demos from Label Studio.
+    """
+
+    def __init__(self, settings: Settings | None = None, runtime: Runtime | None = None) -> None:
         self.settings = settings or get_settings()
-        self._runtime: Runtime | None = None
-        self._models: dict[int, NERBackendModel] = {}
+        self._runtime = runtime
+        self._models: OrderedDict[int, NERBackendModel] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -330,17 +432,28 @@ class ModelRegistry:
         with self._lock:
             model = self._models.get(project_id)
             if model is not None and (label_config is None or model.label_config == label_config):
+                self._models.move_to_end(project_id)
                 if ls_url and ls_token:
                     model.ls_url, model.ls_token = ls_url, ls_token
                 return model
             if label_config is None:
                 raise KeyError(f"project {project_id} has no label config yet: Label Studio calls /setup first")
-            model = NERBackendModel(project_id, label_config, self.runtime, ls_url, ls_token)
-            self._models[project_id] = model
-            return model
+            fresh = NERBackendModel(project_id, label_config, self.runtime, ls_url, ls_token, confirmed=False)
+            if model is not None:
+                model.close()
+            self._models[project_id] = fresh
+            self._models.move_to_end(project_id)
+            while len(self._models) > max(1, self.settings.max_projects):
+                _, evicted = self._models.popitem(last=False)
+                evicted.close()
+            return fresh
 
     def known(self, project_id: int) -> NERBackendModel | None:
-        return self._models.get(project_id)
+        with self._lock:
+            model = self._models.get(project_id)
+            if model is not None:
+                self._models.move_to_end(project_id)
+            return model
 
     def all(self) -> list[NERBackendModel]:
         with self._lock:

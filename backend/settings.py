@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_timeout_s: float = 30.0
     llm_max_retries: int = 4
+    # A cost cap: a task text longer than this many characters (~4 per token) is never sent to the LLM;
+    # it is "not annotated" with reason `too_long`. k-NN demonstrations share the same character budget.
+    max_task_chars: int = Field(default=20_000, ge=1)
     llm_concurrency: int = 8
     llm_prices_file: Path | None = None
     knn_k: int = 5
@@ -49,6 +52,14 @@ class Settings(BaseSettings):
     # /predict must answer inside Label Studio's ML_TIMEOUT_PREDICT (100 s by default): tasks the
     # LLM has not finished by this deadline get no prediction now and are retried next time.
     predict_deadline_s: float = 80.0
+    # Head-of-line blocking: a /predict of at most INTERACTIVE_MAX_TASKS tasks (an annotator opening a
+    # task) runs on its own small LLM lane, so a bulk request on the LLM_CONCURRENCY lane never delays it.
+    interactive_max_tasks: int = 8
+    llm_interactive_concurrency: int = 2
+    # Larger /predict requests get a 413 that says to split them (bulk pre-annotation: `llmaaa acquire`).
+    max_tasks_per_request: int = 1000
+    # Projects kept in memory (least recently used evicted, threads released); state on disk is kept.
+    max_projects: int = 64
 
     # Retraining on RQ. An empty REDIS_URL turns webhook-triggered retraining off (events are only recorded).
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -67,6 +78,16 @@ class Settings(BaseSettings):
     # Which model's spans /predict serves: `auto` switches to the student once its F1 on held-out
     # verified tasks beats the LLM's; `llm` and `student` force one.
     prediction_source: Literal["auto", "llm", "student"] = "auto"
+    # `auto` switches only on a fair comparison: at least this many held-out verified tasks that neither
+    # model trained, early-stopped or took demonstrations on (fewer: "not enough verified tasks to compare").
+    compare_min_tasks: int = 20
+    # The training recipe (training.trainer.RECIPES); empty = "l2rw" when RETRAIN_REWEIGHT, else "plain".
+    retrain_recipe_name: str = Field(default="", validation_alias=AliasChoices("retrain_recipe"))
+    student_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when available
+
+    @property
+    def retrain_recipe(self) -> str:
+        return self.retrain_recipe_name or ("l2rw" if self.retrain_reweight else "plain")
 
     def llm_api_key(self) -> str:
         # The openai client refuses an empty key; local servers (vLLM, Ollama) accept any.
