@@ -3,11 +3,14 @@
     from acquisition import PoolData, get_strategy, rank_scores
     pool = PoolData(ids=ids, marginals=marginals, embeddings=emb, labeled_embeddings=lab)
     order = get_strategy("hybrid").select(pool, k=50, rng=np.random.default_rng(0))
+    # or a batch of at most 2,000 words a reviewer reads:
+    order = select_within_budget(get_strategy("least_confidence"), pool, 2000, WordCost().costs(texts))
     ls_scores = rank_scores(order, pool.n)  # lowest first = served first in Label Studio
 
 See docs/acquisition.md.
 """
 
+from acquisition.bald import BALD, bald_scores, bald_token_scores
 from acquisition.base import (
     AcquisitionError,
     EmptyPoolError,
@@ -16,8 +19,19 @@ from acquisition.base import (
     PoolExhaustedError,
     QueryStrategy,
 )
+from acquisition.cost import (
+    BUDGET_UNITS,
+    CostModel,
+    SentenceCost,
+    TokenCost,
+    WordCost,
+    budget_ranking,
+    fill_budget,
+    get_cost_model,
+    select_within_budget,
+)
 from acquisition.diversity import CoresetSampling, KMeansSampling, greedy_k_center, min_sq_distances
-from acquisition.hybrid import HybridSampling, WeightedHybrid, kmeans_pp_seeding
+from acquisition.hybrid import DensityHybrid, HybridSampling, WeightedHybrid, entity_density, kmeans_pp_seeding
 from acquisition.random import RandomSampling
 from acquisition.ranking import rank_scores
 from acquisition.strategies import STRATEGIES, available_strategies, get_strategy
@@ -33,10 +47,14 @@ from acquisition.uncertainty import (
 )
 
 __all__ = [
+    "BALD",
+    "BUDGET_UNITS",
     "MNLP",
     "STRATEGIES",
     "AcquisitionError",
     "CoresetSampling",
+    "CostModel",
+    "DensityHybrid",
     "EmptyPoolError",
     "EntropySampling",
     "HybridSampling",
@@ -47,17 +65,27 @@ __all__ = [
     "PoolExhaustedError",
     "QueryStrategy",
     "RandomSampling",
+    "SentenceCost",
     "SuspectMix",
+    "TokenCost",
     "UncertaintySampling",
     "WeightedHybrid",
+    "WordCost",
     "aggregate",
     "available_strategies",
+    "bald_scores",
+    "bald_token_scores",
+    "budget_ranking",
+    "entity_density",
+    "fill_budget",
+    "get_cost_model",
     "get_strategy",
     "greedy_k_center",
     "kmeans_pp_seeding",
     "min_sq_distances",
     "mix_suspects",
     "rank_scores",
+    "select_within_budget",
     "suspect_stream",
     "token_scores",
     "token_uncertainty",

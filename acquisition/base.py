@@ -8,9 +8,10 @@ an L2-normalised sentence embedding. Strategies return indices into the pool.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ __all__ = [
 # Rows of a softmax sum to 1; a looser tolerance would let raw logits through unnoticed.
 _ROW_SUM_ATOL = 1e-3
 _PROB_ATOL = 1e-6
+_T = TypeVar("_T")
 
 
 class AcquisitionError(Exception):
@@ -77,6 +79,10 @@ class PoolData:
     - `labeled_embeddings`: (m, d) embeddings of the already-labeled items, so coverage-based
       strategies do not re-pick regions that are already covered. None or m = 0 means nothing labeled.
     - `suspect_scores`: (n,) in [0, 1], higher = more likely a wrong LLM label (see `acquisition.suspect`).
+    - `mc_marginals`: n arrays of shape (passes, n_words, n_labels): the word marginals from `passes` >= 2
+      stochastic forward passes (MC dropout on the classification head, `training.mc_dropout`). Every
+      sentence has the same number of passes; n_words and n_labels match `marginals` when both are
+      given. Needed by BALD.
     """
 
     ids: Sequence[str]
@@ -84,6 +90,7 @@ class PoolData:
     embeddings: np.ndarray | None = None
     labeled_embeddings: np.ndarray | None = None
     suspect_scores: np.ndarray | None = None
+    mc_marginals: Sequence[np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -115,6 +122,8 @@ class PoolData:
             if sus.size and (sus.min() < 0.0 or sus.max() > 1.0):
                 raise ValueError("suspect_scores must lie in [0, 1]")
             object.__setattr__(self, "suspect_scores", sus)
+        if self.mc_marginals is not None:
+            self._validate_mc_marginals(n)
 
     def _validate_marginals(self, n: int) -> None:
         marginals = self.marginals
@@ -156,6 +165,47 @@ class PoolData:
                 worst = int(np.argmax(np.abs(sums - 1.0)))
                 raise ValueError(f"every marginals row must sum to 1; a row sums to {sums[worst]:.4f}")
 
+    def _validate_mc_marginals(self, n: int) -> None:
+        mc = self.mc_marginals
+        assert mc is not None
+        if len(mc) != n:
+            raise ValueError(f"mc_marginals has {len(mc)} sentences but there are {n} ids")
+        passes: int | None = None
+        n_labels: int | None = None
+        arrays: list[np.ndarray] = []
+        for i, m in enumerate(mc):
+            a = np.asarray(m)
+            if a.ndim != 3:
+                raise ValueError(f"mc_marginals[{i}] must be 3-D (passes, n_words, n_labels), got shape {a.shape}")
+            if a.dtype.kind not in "fiu":
+                raise ValueError(f"mc_marginals[{i}] must be numeric probabilities, got dtype {a.dtype}")
+            if passes is None:
+                passes = a.shape[0]
+                if passes < 2:
+                    raise ValueError(f"mc_marginals need at least 2 passes, got {passes}")
+            elif a.shape[0] != passes:
+                raise ValueError(f"mc_marginals[{i}] has {a.shape[0]} passes, earlier sentences have {passes}")
+            if self.marginals is not None and a.shape[1] != self.marginals[i].shape[0]:
+                raise ValueError(f"mc_marginals[{i}] has {a.shape[1]} words but marginals[{i}] has "
+                                 f"{self.marginals[i].shape[0]}")
+            if a.shape[1] > 0:
+                if n_labels is None:
+                    n_labels = a.shape[2]
+                elif a.shape[2] != n_labels:
+                    raise ValueError(f"mc_marginals[{i}] has {a.shape[2]} labels, earlier sentences have {n_labels}")
+                if not np.all(np.isfinite(a)) or a.min() < -_PROB_ATOL or a.max() > 1.0 + _PROB_ATOL:
+                    raise ValueError(f"mc_marginals[{i}] must be finite probabilities in [0, 1] (got logits?)")
+                if not np.allclose(a.sum(axis=-1), 1.0, atol=_ROW_SUM_ATOL):
+                    raise ValueError(f"every mc_marginals row must sum to 1; mc_marginals[{i}] has one that does not")
+            arrays.append(a)
+        if n_labels is not None and n_labels < 2:
+            raise ValueError(f"mc_marginals need at least 2 labels (O plus one entity tag), got {n_labels}")
+        if self.marginals is not None and n_labels is not None:
+            flat, _ = self.flat_marginals
+            if flat.size and flat.shape[1] != n_labels:
+                raise ValueError(f"mc_marginals have {n_labels} labels but marginals have {flat.shape[1]}")
+        object.__setattr__(self, "mc_marginals", arrays)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -177,10 +227,24 @@ class PoolData:
             return np.zeros((0, 2)), lengths
         return np.concatenate(nonempty, axis=0), lengths
 
+    def memo(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """`compute()` once per pool and key; the pool is immutable, so derived values stay valid."""
+        store: dict[Hashable, Any] = self.__dict__.setdefault("_memo", {})
+        if key not in store:
+            store[key] = compute()
+        return store[key]
+
     def require_marginals(self) -> Sequence[np.ndarray]:
         if self.marginals is None:
             raise MissingPoolDataError("this strategy needs PoolData.marginals, which is None")
         return self.marginals
+
+    def require_mc_marginals(self) -> Sequence[np.ndarray]:
+        if self.mc_marginals is None:
+            raise MissingPoolDataError(
+                "this strategy needs PoolData.mc_marginals (MC-dropout passes, see training.mc_dropout), "
+                "which is None")
+        return self.mc_marginals
 
     def require_embeddings(self) -> np.ndarray:
         if self.embeddings is None:
@@ -222,6 +286,26 @@ class QueryStrategy(ABC):
     """
 
     name: str = "base"
+
+    @property
+    def needs_marginals(self) -> bool:
+        """True when `select` reads `PoolData.marginals`, i.e. it needs a trained student."""
+        return False
+
+    @property
+    def needs_mc_marginals(self) -> bool:
+        """True when `select` reads `PoolData.mc_marginals` (several stochastic passes of the student)."""
+        return False
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """True when `select` reads `PoolData.embeddings`."""
+        return False
+
+    @property
+    def needs_student(self) -> bool:
+        """True when the strategy cannot run before a student is trained (marginals of either kind)."""
+        return self.needs_marginals or self.needs_mc_marginals
 
     def select(self, pool: PoolData, k: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         k = check_k(k, pool.n)

@@ -115,6 +115,10 @@ class CoresetSampling(QueryStrategy):
 
     name = "coreset"
 
+    @property
+    def needs_embeddings(self) -> bool:
+        return True
+
     def __init__(self, start: str = "center") -> None:
         if start not in ("center", "random"):
             raise ValueError(f"unknown start {start!r}; valid: center, random")
@@ -139,6 +143,10 @@ class KMeansSampling(QueryStrategy):
     """
 
     name = "kmeans"
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return True
 
     def __init__(self, minibatch_threshold: int = 20_000, max_iter: int = 100, n_init: int = 1) -> None:
         if minibatch_threshold < 1 or max_iter < 1 or n_init < 1:

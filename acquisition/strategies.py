@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from acquisition.bald import BALD
 from acquisition.base import QueryStrategy
 from acquisition.diversity import CoresetSampling, KMeansSampling
-from acquisition.hybrid import HybridSampling, WeightedHybrid
+from acquisition.hybrid import DensityHybrid, HybridSampling, WeightedHybrid
 from acquisition.random import RandomSampling
 from acquisition.uncertainty import MNLP, EntropySampling, LeastConfidence
 
@@ -22,6 +23,8 @@ STRATEGIES: dict[str, Callable[..., QueryStrategy]] = {
     "coreset": CoresetSampling,
     "hybrid": HybridSampling,
     "weighted_hybrid": WeightedHybrid,
+    "bald": BALD,
+    "density_hybrid": DensityHybrid,
 }
 
 

@@ -92,6 +92,18 @@ class SuspectMix(QueryStrategy):
         self.min_score = float(min_score)
         self.name = f"{base.name}+suspects"
 
+    @property
+    def needs_marginals(self) -> bool:
+        return self.base.needs_marginals
+
+    @property
+    def needs_mc_marginals(self) -> bool:
+        return self.base.needs_mc_marginals
+
+    @property
+    def needs_embeddings(self) -> bool:
+        return self.base.needs_embeddings
+
     def scores(self, pool: PoolData) -> np.ndarray | None:
         return self.base.scores(pool)
 

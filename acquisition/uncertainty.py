@@ -113,6 +113,10 @@ class UncertaintySampling(QueryStrategy):
         _check_option("aggregation", aggregation, _AGGREGATIONS)
         self.aggregation: Aggregation = aggregation
 
+    @property
+    def needs_marginals(self) -> bool:
+        return True
+
     def scores(self, pool: PoolData) -> np.ndarray:
         pool.require_marginals()
         return token_uncertainty(pool, self.kind, self.aggregation)
@@ -146,6 +150,8 @@ class MNLP(UncertaintySampling):
     kind: TokenKind = "neg_log_max"
 
 
+# Kept importable for old callers; to ask whether a strategy needs the student, use its
+# `needs_marginals` / `needs_student` property instead (issue 13).
 UNCERTAINTY_STRATEGIES: dict[str, type[UncertaintySampling]] = {
     cls.name: cls for cls in (EntropySampling, LeastConfidence, MNLP)
 }

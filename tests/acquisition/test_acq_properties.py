@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acquisition.base import PoolData, QueryStrategy
-from acquisition.hybrid import HybridSampling, WeightedHybrid
+from acquisition.hybrid import DensityHybrid, HybridSampling, WeightedHybrid
 from acquisition.strategies import available_strategies, get_strategy
 from acquisition.suspect import SuspectMix
 
@@ -15,6 +15,8 @@ STRATEGIES: list[QueryStrategy] = [get_strategy(name) for name in available_stra
     HybridSampling(diversity="kmeans++", beta=2),
     HybridSampling(uncertainty="mnlp", beta=1.5),
     WeightedHybrid(lam=0.0),
+    HybridSampling(uncertainty="bald", aggregation="sum"),
+    DensityHybrid(uncertainty="mnlp", density_power=0.0, beta=1.0),
     SuspectMix(get_strategy("least_confidence"), fraction=0.5),
 ]
 
@@ -29,11 +31,13 @@ def pools(draw: st.DrawFn) -> tuple[PoolData, int]:
     emb = rng.integers(0, draw(st.integers(1, 3)), size=(n, d)).astype(float)
     lengths = rng.integers(0, 4, size=n)
     marginals = [rng.dirichlet(np.ones(3), size=int(m)) for m in lengths]
+    passes = int(rng.integers(2, 4))
+    mc = [rng.dirichlet(np.ones(3), size=(passes, int(m))) for m in lengths]
     n_lab = draw(st.integers(0, 4))
     labeled = rng.integers(0, 3, size=(n_lab, d)).astype(float) if n_lab else None
     suspects = rng.uniform(size=n) if draw(st.booleans()) else None
     pool = PoolData(ids=[f"t{i}" for i in range(n)], marginals=marginals, embeddings=emb,
-                    labeled_embeddings=labeled, suspect_scores=suspects)
+                    labeled_embeddings=labeled, suspect_scores=suspects, mc_marginals=mc)
     return pool, draw(st.integers(1, n))
 
 
