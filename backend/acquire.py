@@ -1,12 +1,13 @@
-"""One acquisition round inside Label Studio: score the pool, select, LLM-annotate, reorder the queue.
+"""One acquisition round inside Label Studio: score the pool, select, LLM-annotate, publish the queue.
 
-The queue is reordered the way measured in `../shared/docs/label-studio-integration.md` §6: one prediction
-per selected task with `model_version="acq-r<round>"`, holding the LLM's grounded spans (the annotator's
-pre-annotation) and a unique rank-normalised `score` (lowest = label first). Predictions are validated,
-bulk-imported with the created count checked, and only then is the project switched to
-"Uncertainty sampling" at that version. Stale rounds are deleted. Label Studio itself respects task
-locks: a re-rank reaches an annotator after the task currently locked to them
-(`LABEL_STUDIO_TASK_LOCK_TTL`).
+Stages (each a function; `acquire_round` only chains them):
+1. `read_project` (backend.project_snapshot): the tasks, once; skipped when the retrain job passes its own.
+2. `score_pool_data`: the student's marginals and embeddings for the unlabeled tasks (cached per version);
+   before any student exists, MiniLM sentence embeddings only (diversity and random strategies).
+3. `select_tasks`: the strategy's choice, optionally mixed with suspect LLM labels.
+4. `ProjectAnnotator.annotate_tasks`: LLM spans for the selected tasks, demonstrations from the meta split.
+5. `publish_queue` (backend.queue_publisher): the round's version carries the selected tasks first and every
+   other pre-labelled task after them, then the project switches to it (see docs/predictions.md).
 """
 
 from __future__ import annotations
@@ -18,22 +19,17 @@ from typing import Any
 import numpy as np
 
 from acquisition import PoolData, get_strategy, mix_suspects
-from acquisition.base import EmptyPoolError, MissingPoolDataError
+from acquisition.base import EmptyPoolError, MissingPoolDataError, QueryStrategy
 from acquisition.scoring import score_pool
-from backend.labelstudio import (
-    LabelStudioError,
-    explain,
-    import_predictions_checked,
-    iter_tasks,
-    submitted_annotation,
-)
+from backend.composition import Services
+from backend.labelstudio import LabelStudioError
+from backend.project_snapshot import ProjectSnapshot, read_project, split_verified
+from backend.queue_publisher import QueueItem, publish_queue, round_version, unannotated_with_labels
 from backend.settings import Settings
-from backend.state import ProjectState
+from backend.student import StudentHandle, load_latest_student
+from backend.suspects import suspect_scores
 
 log = logging.getLogger(__name__)
-
-ACQ_PREFIX = "acq-r"
-UNCERTAINTY_STRATEGIES = {"entropy", "least_confidence", "mnlp", "hybrid", "weighted_hybrid"}
 
 
 @dataclass
@@ -49,6 +45,7 @@ class AcquisitionReport:
     scored_now: int
     stale_deleted: int
     student_version: str | None
+    carried_over: int = 0
     order: list[int] = field(default_factory=list)  # task ids, label-first first
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,111 +59,86 @@ class _EmbeddingOnly:
         self.embedder = embedder
 
     def pool_outputs(self, texts: list[str]) -> Any:
-        class _Out:
-            pass
-
-        out = _Out()
-        out.embeddings = self.embedder.embed(texts)  # type: ignore[attr-defined]
-        out.marginals = [np.zeros((0, 1), np.float32) for _ in texts]  # type: ignore[attr-defined]
-        return out
+        return _PoolOutputs(self.embedder.embed(texts), [np.zeros((0, 1), np.float32) for _ in texts])
 
 
-def stale_prediction_ids(ls: Any, project_id: int, keep_version: str) -> list[int]:
-    return [int(p.id) for p in ls.predictions.list(project=project_id)
-            if (p.model_version or "").startswith(ACQ_PREFIX) and p.model_version != keep_version]
+@dataclass
+class _PoolOutputs:
+    embeddings: np.ndarray
+    marginals: list[np.ndarray]
+
+
+def needs_marginals(strategy: QueryStrategy) -> bool:
+    """Whether the strategy reads the student's marginals (so cannot run before a first retrain)."""
+    return bool(getattr(strategy, "needs_marginals", False))
+
+
+def score_pool_data(services: Services, snapshot: ProjectSnapshot, student: StudentHandle | None
+                    ) -> tuple[PoolData, int]:
+    """PoolData for the snapshot's unlabeled tasks (in order), and how many tasks were scored now."""
+    scorer: Any = student.model if student else _EmbeddingOnly(services.embedder())
+    version_tag = student.version if student else "minilm-embeddings"
+    cache_dir = services.paths(snapshot.project_id).pool_scores
+    pool, verified = snapshot.unlabeled, snapshot.verified
+    ids = [str(t["id"]) for t in pool]
+    marginals, embeddings, scored_now = score_pool(scorer, ids, [snapshot.text_of(t) or "" for t in pool],
+                                                   version_tag, cache_dir)
+    _, labeled_emb, _ = score_pool(scorer, [ex.id for ex in verified], [ex.text for ex in verified], version_tag,
+                                   cache_dir)
+    suspect = suspect_scores(ids, student.sentence_weights) if student and student.sentence_weights else None
+    data = PoolData(ids=ids, marginals=marginals if student else None, embeddings=embeddings,
+                    labeled_embeddings=labeled_emb if verified else None, suspect_scores=suspect)
+    return data, scored_now
+
+
+def select_tasks(pool: PoolData, strategy: QueryStrategy, batch: int, suspect_fraction: float, seed: int
+                 ) -> list[int]:
+    """Indices into the pool, label-first first."""
+    k = min(batch, pool.n)
+    order = strategy.select(pool, k, rng=np.random.default_rng(seed))
+    if pool.suspect_scores is not None and suspect_fraction > 0:
+        order = mix_suspects(order, pool.suspect_scores, suspect_fraction)[:k]
+    return [int(i) for i in order]
 
 
 def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = "hybrid", batch: int = 50,
                   suspect_fraction: float = 0.0, progress: bool = True, seed: int = 0,
-                  strategy_options: dict[str, Any] | None = None) -> AcquisitionReport:
-    from backend.model import NERBackendModel, Runtime
-    from backend.student import load_latest_student
-
-    state = ProjectState(settings.llmaaa_data_dir, project_id)
-    try:
-        project = ls.projects.get(id=project_id)
-        tasks = list(iter_tasks(ls, project_id))
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, f"reading project {project_id}") from exc
-    runtime = Runtime(settings)
-    model = NERBackendModel(project_id, project.label_config, runtime, settings.label_studio_url,
-                            settings.label_studio_api_key.get_secret_value()
-                            if settings.label_studio_api_key else None)
-    key = model.schema.value_key
-    pool = [t for t in tasks if submitted_annotation(t) is None and isinstance(t["data"].get(key), str)]
-    verified = [t for t in tasks if submitted_annotation(t) is not None and isinstance(t["data"].get(key), str)]
-    if not pool:
+                  strategy_options: dict[str, Any] | None = None, *, services: Services | None = None,
+                  snapshot: ProjectSnapshot | None = None, student: StudentHandle | None = None) -> AcquisitionReport:
+    """One round. The retrain job passes its snapshot and the student in memory, so nothing is read twice."""
+    services = services or Services(settings)
+    labels = services.llm_labels(project_id)
+    snapshot = snapshot or read_project(ls, project_id, services.schema, labels.all())
+    if not snapshot.unlabeled:
         raise EmptyPoolError(f"project {project_id} has no unlabeled task left to acquire")
-
-    student = load_latest_student(settings.llmaaa_data_dir, project_id)
-    if student is None and strategy in UNCERTAINTY_STRATEGIES:
+    student = student or load_latest_student(services.data_dir, project_id)
+    chooser = get_strategy(strategy, **(strategy_options or {}))
+    if student is None and needs_marginals(chooser):
         raise MissingPoolDataError(
             f"strategy {strategy!r} needs a trained student model and project {project_id} has none yet; "
             "retrain first (Start training in Label Studio, or the webhook job), or use random/kmeans/coreset")
-    scorer: Any = student.model if student else _EmbeddingOnly(runtime.embedder())
-    version_tag = student.version if student else "minilm-embeddings"
-    cache_dir = settings.llmaaa_data_dir / "projects" / str(project_id) / "pool-scores"
-    ids = [str(t["id"]) for t in pool]
-    marginals, embeddings, scored_now = score_pool(scorer, ids, [t["data"][key] for t in pool], version_tag,
-                                                   cache_dir)
-    _, labeled_emb, _ = score_pool(scorer, [str(t["id"]) for t in verified],
-                                   [t["data"][key] for t in verified], version_tag, cache_dir)
-    suspect = None
-    if student is not None and student.sentence_weights:
-        suspect = suspect_scores(ids, student.sentence_weights)
-    pool_data = PoolData(ids=ids, marginals=marginals if student else None, embeddings=embeddings,
-                         labeled_embeddings=labeled_emb if len(verified) else None, suspect_scores=suspect)
-    k = min(batch, len(pool))
-    order = get_strategy(strategy, **(strategy_options or {})).select(pool_data, k,
-                                                                       rng=np.random.default_rng(seed))
-    if suspect is not None and suspect_fraction > 0:
-        order = mix_suspects(order, suspect, suspect_fraction)[:k]
-    selected = [pool[int(i)] for i in order]
+    pool, scored_now = score_pool_data(services, snapshot, student)
+    selected = [snapshot.unlabeled[i] for i in select_tasks(pool, chooser, batch, suspect_fraction, seed)]
 
-    round_no = int(state.get("acq_round", 0)) + 1
-    version = f"{ACQ_PREFIX}{round_no}"
-    model.refresh_demos()
-    outcomes = model.annotator.annotate_many([t["data"][key] for t in selected],
-                                             concurrency=settings.llm_concurrency, progress=progress)
-    ok = [(t, o) for t, o in zip(selected, outcomes, strict=True) if o.ok]
-    for task, outcome in ok:
-        model.record_llm_label(task, outcome)
-    predictions = []
-    for rank, (task, outcome) in enumerate(ok):
-        pred = model.to_prediction(task, outcome)
-        # Unique, never null, lowest first: Label Studio serves ascending score.
-        pred.update(task=task["id"], model_version=version, score=round(rank / max(1, len(ok)), 6))
-        predictions.append(pred)
-    if not predictions:
+    demos = services.demo_index(split_verified(snapshot.verified, settings.retrain_holdout_fraction).meta)
+    annotator = services.project_annotator(project_id, snapshot.schema, demos)
+    outcomes = annotator.annotate_tasks(selected, concurrency=settings.llm_concurrency, progress=progress)
+    head = [QueueItem(int(t["id"]), snapshot.text_of(t) or "", o.spans)
+            for t, o in zip(selected, outcomes, strict=True) if o.ok]
+    if not head:
         raise LabelStudioError(f"the LLM annotated none of the {len(selected)} selected tasks; queue unchanged")
-    for pid in [int(p.id) for p in ls.predictions.list(project=project_id) if p.model_version == version]:
-        ls.predictions.delete(id=pid)  # a crashed earlier attempt at this round: never duplicate
-    texts = {t["id"]: t["data"][key] for t, _ in ok}
-    uploaded = import_predictions_checked(ls, project_id, model.schema, predictions, texts)
-    try:
-        ls.projects.update(id=project_id, sampling="Uncertainty sampling", model_version=version)
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, "switching the project to the new round") from exc
-    state.update(model_version=version, acq_round=round_no, strategy=strategy,
-                 student_version=student.version if student else None)
-    stale = stale_prediction_ids(ls, project_id, version)
-    for pid in stale:
-        ls.predictions.delete(id=pid)
-    report = AcquisitionReport(project_id, round_no, version, strategy, len(pool), len(selected), uploaded,
-                               len(selected) - len(ok), scored_now, len(stale),
-                               student.version if student else None, [int(t["id"]) for t, _ in ok])
-    log.info("acquisition round %d: %d tasks queued as %s (%d not annotated)", round_no, uploaded, version,
-             report.not_annotated)
+    rest = unannotated_with_labels(snapshot.unlabeled, labels.all(), snapshot.schema.value_key,
+                                   snapshot.annotated_ids)
+    state = services.state(project_id)
+    round_no = int(state.get("acq_round", 0)) + 1
+    published = publish_queue(ls, project_id, snapshot.schema, round_version(round_no), head, rest)
+    state.update(model_version=published.version, acq_round=round_no, strategy=strategy,
+                 student_version=student.version if student else state.get("student_version"))
+    report = AcquisitionReport(project_id, round_no, published.version, strategy, len(snapshot.unlabeled),
+                               len(selected), published.uploaded, len(selected) - len(head), scored_now,
+                               published.stale_deleted, student.version if student else None,
+                               published.carried_over, [item.task_id for item in head])
+    log.info("acquisition round %d: %d tasks at the head of %s, %d carried over (%d not annotated)", round_no,
+             len(head), published.version, published.carried_over, report.not_annotated)
     return report
 
-
-def suspect_scores(ids: list[str], weights: dict[str, float]) -> np.ndarray:
-    """Higher = more suspect: 1 − the sentence's learned weight relative to the median LLM-labeled one.
-
-    Tasks the student never trained on (no weight) score 0.
-    """
-    known = np.array([weights[i] for i in ids if i in weights], dtype=np.float64)
-    if known.size == 0:
-        return np.zeros(len(ids))
-    ref = float(np.median(known)) or float(known.max()) or 1.0
-    return np.array([float(np.clip(1.0 - weights[i] / ref, 0.0, 1.0)) if i in weights else 0.0 for i in ids])

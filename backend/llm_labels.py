@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from backend.local_sqlite import ThreadLocalSQLite
@@ -18,6 +19,20 @@ from training.spans import Span
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS llm_labels (
     task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL)"""
+# Tasks whose last LLM call failed: "not annotated", with the reason and how often it was tried, so the
+# retrier can back off and the queue can show them last and marked.
+_FAILURES = """CREATE TABLE IF NOT EXISTS llm_failures (
+    task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL,
+    ts REAL NOT NULL)"""
+
+
+@dataclass(frozen=True)
+class LLMFailure:
+    task_id: int
+    text: str
+    reason: str
+    attempts: int
+    ts: float
 
 
 class LLMLabelStore:
@@ -28,12 +43,31 @@ class LLMLabelStore:
         self._conn = ThreadLocalSQLite(self.path).conn  # this thread's connection
         with self._conn() as conn:
             conn.execute(_SCHEMA)
+            conn.execute(_FAILURES)
 
     def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
         payload = json.dumps([[s.start, s.end, s.label] for s in spans])
         with self._conn() as conn:
             conn.execute("INSERT OR REPLACE INTO llm_labels VALUES (?, ?, ?, ?, ?)",
                          (int(task_id), text, payload, source, time.time()))
+            conn.execute("DELETE FROM llm_failures WHERE task_id = ?", (int(task_id),))
+
+    def record_failure(self, task_id: int, text: str, reason: str) -> int:
+        """Count one more failed attempt; an earlier successful label of the same text stays valid."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT attempts, text FROM llm_failures WHERE task_id = ?", (int(task_id),)).fetchone()
+            attempts = (int(row[0]) if row and row[1] == text else 0) + 1
+            conn.execute("INSERT OR REPLACE INTO llm_failures VALUES (?, ?, ?, ?, ?)",
+                         (int(task_id), text, reason, attempts, time.time()))
+        return attempts
+
+    def failures(self) -> dict[int, LLMFailure]:
+        rows = self._conn().execute("SELECT task_id, text, reason, attempts, ts FROM llm_failures").fetchall()
+        return {int(r[0]): LLMFailure(int(r[0]), r[1], r[2], int(r[3]), float(r[4])) for r in rows}
+
+    def forget_failure(self, task_id: int) -> None:
+        with self._conn() as conn:
+            conn.execute("DELETE FROM llm_failures WHERE task_id = ?", (int(task_id),))
 
     def all(self) -> dict[int, tuple[str, list[Span]]]:
         rows = self._conn().execute("SELECT task_id, text, spans FROM llm_labels").fetchall()

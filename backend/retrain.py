@@ -1,199 +1,271 @@
 """The retrain job that `llmaaa worker` runs: the closed LLMaAA loop for one Label Studio project.
 
-1. Read the project: tasks with a submitted human annotation are the verified set (meta set, early
-   stopping, evaluation, demo pool); tasks the LLM labeled (see `backend.llm_labels`) and no human has
-   annotated are the training set.
-2. Train the student with meta-learned reweighting against the verified set.
-3. Evaluate the student and the LLM on a held-out slice of the verified tasks.
-4. Save the model atomically as a new version, then publish it (project state); a failed or killed
-   job publishes nothing, so the serving model stays.
-5. Write each LLM-labeled task's learned weight into its data (`llm_label_weight`, sortable in the Data
-   Manager): a low weight marks a suspect LLM label.
-6. Run an acquisition round, which changes the model version Label Studio sees and reorders the queue.
+`retrain_project` reads as its stages; each is a function that needs no Label Studio of its own:
+1. `read_project`: the tasks, once (verified, flagged, unlabeled; see backend.project_snapshot).
+2. `training_set`: LLM-labelled tasks no human has annotated (plus the meta split when configured).
+3. `train_student`: the student, re-weighted against the meta split (training.trainer).
+4. `compare_on_held_out`: student vs LLM on verified tasks neither trained, early-stopped nor took
+   demonstrations on; too few → "not enough verified tasks to compare", and the serving source stays.
+5. `publish_student`: an atomic save, then the project state points at it (a failed job publishes nothing).
+6. `mark_suspects`: each LLM-labelled task's learned weight into its data (`llm_label_weight`), changed
+   values only, in parallel; `flag_for_review` marks empty submissions on never-annotated tasks.
+7. `acquire_round` with the student in memory and the same snapshot: the next round's queue.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from backend.labeling_config import parse_label_config
-from backend.labelstudio import connect, explain, iter_tasks, result_to_spans, submitted_annotation
-from backend.llm_labels import LLMLabelStore
+from backend.composition import Services
+from backend.labeling_config import LabelSchema
+from backend.project_snapshot import ProjectSnapshot, VerifiedSplit, held_out, read_project, split_verified
 from backend.settings import Settings, get_settings
-from backend.state import ProjectState
-from backend.student import model_store
+from backend.student import StudentHandle, model_store
+from backend.suspects import relative_weights
 from training.data import Example
+from training.spans import Span
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
+Progress = Callable[..., None]  # progress(stage, fraction, **details)
+LLMLabels = Mapping[int, tuple[str, list[Span]]]
 
-
-def held_out(task_id: int, fraction: float) -> bool:
-    """A stable, id-based split: the same task is always held out (or not) across retrains."""
-    return (zlib.crc32(str(task_id).encode()) % 1000) < fraction * 1000
+__all__ = ["held_out", "retrain_job", "retrain_project"]
 
 
 def retrain_job(project_id: int) -> dict[str, Any]:
-    """RQ entry point. Progress goes to the job's meta (rq-dashboard, `llmaaa status`)."""
+    """RQ entry point. Progress goes to the job's meta and the project state (`llmaaa status`, /metrics)."""
     import redis
     from rq import get_current_job
 
     from backend.jobs import claim_start
 
-    settings = get_settings()
+    services = Services(get_settings())
     job = get_current_job()
-    conn = redis.Redis.from_url(settings.redis_url)
-    taken = claim_start(conn, project_id)
-    state = ProjectState(settings.llmaaa_data_dir, project_id)
-
-    def progress(stage: str, fraction: float) -> None:
-        if job is not None:
-            job.meta.update(stage=stage, progress=round(fraction, 3))
-            job.save_meta()
-        state.update(job={"id": job.id if job else None, "stage": stage, "progress": round(fraction, 3),
-                          "updated": time.time()})
-
-    state.update(job={"id": job.id if job else None, "stage": "started", "progress": 0.0,
-                      "annotations_since_last": taken, "updated": time.time()})
+    taken = claim_start(redis.Redis.from_url(services.settings.redis_url), project_id)
+    reporter = JobReporter(services, project_id, job)
+    reporter.start(annotations_since_last=taken)
     try:
-        ls = connect(settings.label_studio_url or "", settings.label_studio_api_key.get_secret_value()
-                     if settings.label_studio_api_key else "")
-        summary = retrain_project(ls, project_id, settings, progress)
+        summary = retrain_project(services.label_studio(), project_id, services.settings, reporter,
+                                  services=services)
     except Exception as exc:
-        state.update(job={"id": job.id if job else None, "stage": "failed", "error": str(exc)[:500],
-                          "updated": time.time()})
+        reporter.finish("failed", error=str(exc)[:500])
         raise
-    state.update(job={"id": job.id if job else None, "stage": "finished", "progress": 1.0, "updated": time.time()},
-                 last_retrain=summary)
+    reporter.finish("finished", last_retrain=summary)
     return summary
 
 
-def retrain_project(ls: Any, project_id: int, settings: Settings | None = None,
-                    progress: Progress | None = None) -> dict[str, Any]:
-    from training.metrics import entity_scores
-    from training.trainer import TrainConfig, train
+class JobReporter:
+    """Writes the job's stage and epoch/step progress where `llmaaa status` and /metrics read it.
 
-    settings = settings or get_settings()
-    progress_cb = progress or (lambda stage, fraction: None)
-    started = time.time()
-    stages: list[list[Any]] = []  # [stage, seconds] in pipeline order (a dict would be key-sorted on disk)
-    mark = [time.perf_counter(), "reading project"]
+    Every write replaces the whole `job` record, so no stale stage or step lingers from an earlier call.
+    """
 
-    def report(stage: str, fraction: float) -> None:
-        # Wall time per stage, for `llmaaa status` and the loop benchmark.
+    def __init__(self, services: Services, project_id: int, job: Any, min_interval_s: float = 1.0) -> None:
+        self.state = services.state(project_id)
+        self.job = job
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+
+    def _write(self, record: dict[str, Any], **extra: Any) -> None:
+        record = {"id": self.job.id if self.job else None, **record, "updated": time.time()}
+        if self.job is not None:
+            self.job.meta.update({k: v for k, v in record.items() if k != "id"})
+            self.job.save_meta()
+        self.state.update(job=record, **extra)
+
+    def start(self, **details: Any) -> None:
+        self._write({"stage": "started", "progress": 0.0, **details})
+
+    def __call__(self, stage: str, fraction: float, **details: Any) -> None:
+        now = time.monotonic()
+        if details and now - self._last < self.min_interval_s:
+            return  # step-level updates are throttled; stage changes always go through
+        self._last = now
+        self._write({"stage": stage, "progress": round(fraction, 3), **details})
+
+    def finish(self, stage: str, error: str | None = None, **extra: Any) -> None:
+        self._write({"stage": stage, "progress": 1.0 if stage == "finished" else None,
+                     **({"error": error} if error else {})}, **extra)
+
+
+@dataclass
+class StageTimer:
+    """Wall time per stage, in pipeline order (for `llmaaa status` and the loop benchmark)."""
+
+    progress: Progress
+    seconds: list[list[Any]] = field(default_factory=list)
+    _stage: str = "reading project"
+    _since: float = field(default_factory=time.perf_counter)
+
+    def stage(self, name: str, fraction: float) -> None:
         now = time.perf_counter()
-        stages.append([str(mark[1]), round(now - float(mark[0]), 3)])
-        mark[0], mark[1] = now, stage.split(" on ")[0]
-        progress_cb(stage, fraction)
+        self.seconds.append([self._stage, round(now - self._since, 3)])
+        self._stage, self._since = name, now
+        self.progress(name, fraction)
 
-    progress_cb("reading project", 0.02)
-    try:
-        project = ls.projects.get(id=project_id)
-        tasks = list(iter_tasks(ls, project_id))
-    except Exception as exc:  # noqa: BLE001
-        raise explain(exc, f"reading project {project_id}") from exc
-    schema = parse_label_config(project.label_config, labels_file=settings.labels_file)
-    key = schema.value_key
-    verified: list[Example] = []
-    task_text: dict[int, str] = {}
-    for task in tasks:
-        text = (task.get("data") or {}).get(key)
-        if not isinstance(text, str):
-            continue
-        task_text[int(task["id"])] = text
-        annotation = submitted_annotation(task)
-        if annotation is not None:
-            verified.append(Example(str(task["id"]), text, result_to_spans(annotation.get("result"), schema, text)))
-    if len(verified) < settings.retrain_min_verified:
-        return {"status": "skipped", "reason": f"{len(verified)} verified tasks, need {settings.retrain_min_verified}"}
-    verified_ids = {int(ex.id) for ex in verified}
-    llm_labels = LLMLabelStore(settings.llmaaa_data_dir, project_id).all()
-    train_set = [Example(str(tid), text, spans) for tid, (text, spans) in sorted(llm_labels.items())
-                 if tid not in verified_ids and task_text.get(tid) == text]
-    held = [ex for ex in verified if held_out(int(ex.id), settings.retrain_holdout_fraction)]
-    if len(held) < 2 or len(held) == len(verified):  # too few to split: evaluate on the meta set itself
-        held = list(verified)
-        meta = list(verified)
-    else:
-        meta = [ex for ex in verified if ex not in held]
-    if settings.retrain_include_verified:
-        train_set += meta
+
+def retrain_project(ls: Any, project_id: int, settings: Settings | None = None, progress: Progress | None = None,
+                    *, services: Services | None = None) -> dict[str, Any]:
+    services = services or Services(settings or get_settings())
+    settings = services.settings
+    timer = StageTimer(progress or (lambda *a, **k: None))
+    started = time.time()
+    timer.progress("reading project", 0.02)
+    labels = services.llm_labels(project_id).all()
+    snapshot = read_project(ls, project_id, services.schema, labels)
+    flagged = flag_for_review(ls, snapshot)
+    if len(snapshot.verified) < settings.retrain_min_verified:
+        return {"status": "skipped", "flagged_for_review": flagged,
+                "reason": f"{len(snapshot.verified)} verified tasks, need {settings.retrain_min_verified}"}
+    split = meta_and_evaluation(snapshot.verified, settings.retrain_holdout_fraction)
+    train_set = training_set(snapshot, labels, split, settings.retrain_include_verified)
     if not train_set:
         return {"status": "skipped", "reason": "no LLM-labeled tasks to train on yet"}
-
-    report(f"training on {len(train_set)} LLM-labeled tasks", 0.1)
-    config = TrainConfig(max_epochs=settings.retrain_max_epochs, patience=settings.retrain_patience,
-                         reweight=settings.retrain_reweight)
-    result = train(train_set, meta, config, labels=schema.values, encoder=settings.student_encoder,
-                   progress=False)
-    report("evaluating", 0.75)
-    student_pred = result.model.predict([ex.text for ex in held])
-    student = entity_scores([ex.spans for ex in held], student_pred, [ex.text for ex in held])
-    with_llm = [ex for ex in held if int(ex.id) in llm_labels and llm_labels[int(ex.id)][0] == ex.text]
-    llm = (entity_scores([ex.spans for ex in with_llm], [llm_labels[int(ex.id)][1] for ex in with_llm],
-                         [ex.text for ex in with_llm]) if with_llm else None)
-    student_on_llm_subset = (entity_scores([ex.spans for ex in with_llm],
-                                           result.model.predict([ex.text for ex in with_llm]),
-                                           [ex.text for ex in with_llm]) if with_llm else None)
-    metrics = {**result.metrics, "eval": {
-        "held_out": len(held), "held_out_is_meta": held == meta, "student": _prf(student),
-        "llm": _prf(llm) if llm else None, "llm_eval_tasks": len(with_llm),
-        "student_on_llm_tasks": _prf(student_on_llm_subset) if student_on_llm_subset else None}}
-    report("saving model", 0.8)
-    store = model_store(settings.llmaaa_data_dir, project_id)
-    version = store.save(result.model, metrics, result.sentence_weights,
-                         {"project": project_id, "train_tasks": len(train_set), "verified_tasks": len(verified)})
-    # Published only after the atomic save: a crash before this line leaves the old model serving.
-    state = ProjectState(settings.llmaaa_data_dir, project_id)
-    compare = student_on_llm_subset or student
-    state.update(student_version=version, student_f1=compare["f1"], llm_f1=llm["f1"] if llm else None,
-                 student_eval=_prf(student), published_at=time.time())
-    report("marking suspect LLM labels", 0.85)
-    marked = mark_suspects(ls, tasks, result.sentence_weights, key) if settings.retrain_mark_suspects else 0
+    timer.stage(f"training on {len(train_set)} LLM-labeled tasks", 0.1)
+    result = train_student(train_set, split.meta, snapshot.schema, settings, timer.progress)
+    timer.stage("evaluating", 0.75)
+    comparison = compare_on_held_out(result.model, split.evaluation, labels, settings.compare_min_tasks)
+    timer.stage("saving model", 0.8)
+    student = publish_student(services, project_id, result, comparison,
+                              {"train_tasks": len(train_set), "verified_tasks": len(snapshot.verified),
+                               "meta_tasks": len(split.meta)})
+    timer.stage("marking suspect LLM labels", 0.85)
+    marked = mark_suspects(ls, snapshot, result.sentence_weights) if settings.retrain_mark_suspects else 0
     acquisition = None
     if settings.acquisition_batch > 0:
-        report("acquisition round", 0.9)
-        from backend.acquire import acquire_round
-
-        try:
-            acquisition = acquire_round(ls, project_id, settings, settings.acquisition_strategy,
-                                        settings.acquisition_batch, progress=False).to_dict()
-        except Exception as exc:  # noqa: BLE001 - the new model is published either way
-            log.warning("project %s: acquisition round failed after retrain: %s", project_id, exc)
-            acquisition = {"error": str(exc)[:300]}
-    report("done", 1.0)
-    return {"status": "ok", "version": version, "train_tasks": len(train_set), "verified": len(verified),
-            "stage_seconds": stages,
-            "student": _prf(student), "llm": _prf(llm) if llm else None, "suspects_marked": marked,
-            "acquisition": acquisition, "seconds": round(time.time() - started, 1)}
+        timer.stage("acquisition round", 0.9)
+        acquisition = next_round(ls, project_id, services, snapshot, student)
+    timer.stage("done", 1.0)
+    return {"status": "ok", "version": student.version, "train_tasks": len(train_set),
+            "verified": len(snapshot.verified), "flagged_for_review": flagged, "stage_seconds": timer.seconds,
+            "comparison": comparison, "suspects_marked": marked, "acquisition": acquisition,
+            "seconds": round(time.time() - started, 1)}
 
 
-def _prf(scores: dict[str, Any]) -> dict[str, float]:
+def meta_and_evaluation(verified: list[Example], holdout_fraction: float) -> VerifiedSplit:
+    """The held-out split, unless it would leave the meta set too small to train against."""
+    split = split_verified(verified, holdout_fraction)
+    if len(split.meta) < 2:
+        return VerifiedSplit(meta=list(verified), evaluation=[])
+    return split
+
+
+def training_set(snapshot: ProjectSnapshot, labels: LLMLabels, split: VerifiedSplit,
+                 include_meta: bool) -> list[Example]:
+    """LLM labels of tasks no human has annotated, made on the task's current text."""
+    texts = {int(t["id"]): snapshot.text_of(t) for t in snapshot.unlabeled}
+    train = [Example(str(tid), text, spans) for tid, (text, spans) in sorted(labels.items())
+             if texts.get(tid) == text]
+    return train + (list(split.meta) if include_meta else [])
+
+
+def train_student(train_set: list[Example], meta: list[Example], schema: LabelSchema, settings: Settings,
+                  progress: Progress) -> Any:
+    from training.trainer import TrainConfig, train
+
+    config = TrainConfig.from_recipe(settings.retrain_recipe, max_epochs=settings.retrain_max_epochs,
+                                     patience=settings.retrain_patience, device=settings.student_device)
+
+    def on_step(info: Mapping[str, Any]) -> None:
+        epochs, steps = max(1, int(info.get("max_epochs") or 1)), max(1, int(info.get("total_steps") or 1))
+        fraction = 0.1 + 0.65 * min(1.0, int(info.get("step") or 0) / steps)
+        progress("training", fraction, epoch=info.get("epoch"), max_epochs=epochs, step=info.get("step"),
+                 total_steps=steps)
+
+    return train(train_set, meta, config, labels=schema.values, encoder=settings.student_encoder, progress=False,
+                 progress_callback=on_step)
+
+
+def compare_on_held_out(model: Any, evaluation: Sequence[Example], labels: LLMLabels, min_tasks: int
+                        ) -> dict[str, Any]:
+    """Student vs LLM on held-out verified tasks that have an LLM label on the same text."""
+    from training.metrics import entity_scores
+
+    tasks = [ex for ex in evaluation if int(ex.id) in labels and labels[int(ex.id)][0] == ex.text]
+    if len(tasks) < min_tasks:
+        return {"comparable": False, "n": len(tasks),
+                "reason": f"not enough verified tasks to compare (n={len(tasks)} < {min_tasks})"}
+    gold, texts = [ex.spans for ex in tasks], [ex.text for ex in tasks]
+    llm_spans = [labels[int(ex.id)][1] for ex in tasks]
+    # Gold made by correcting the LLM's own pre-labels favours the LLM; this share says how much.
+    unchanged = sum(set(g) == set(p) for g, p in zip(gold, llm_spans, strict=True)) / len(tasks)
+    return {"comparable": True, "n": len(tasks), "llm_unchanged_share": round(unchanged, 4),
+            "student": _prf(entity_scores(gold, model.predict(texts), texts)),
+            "llm": _prf(entity_scores(gold, llm_spans, texts))}
+
+
+def publish_student(services: Services, project_id: int, result: Any, comparison: dict[str, Any],
+                    info: dict[str, Any]) -> StudentHandle:
+    """Save atomically, then point the project at it; a crash before the state update keeps the old one."""
+    metrics = {**result.metrics, "comparison": comparison}
+    version = model_store(services.data_dir, project_id).save(result.model, metrics, result.sentence_weights,
+                                                              {"project": project_id, **info})
+    comparable = comparison.get("comparable", False)
+    services.state(project_id).update(
+        student_version=version, comparison=comparison, published_at=time.time(),
+        student_f1=comparison["student"]["f1"] if comparable else None,
+        llm_f1=comparison["llm"]["f1"] if comparable else None)
+    return StudentHandle(version, result.model, metrics, result.sentence_weights)
+
+
+def _prf(scores: Mapping[str, Any]) -> dict[str, float]:
     return {k: round(float(scores[k]), 4) for k in ("precision", "recall", "f1")}
 
 
-def mark_suspects(ls: Any, tasks: list[dict[str, Any]], weights: dict[str, float], key: str) -> int:
-    """Write `llm_label_weight` (the mean learned weight, relative to the median) into LLM-labeled tasks.
-
-    Reviewers sort the Data Manager by that column, ascending: the LLM labels the meta-learner trusted
-    least come first. 1.0 = a typical training sentence; 0 = ignored by the reweighting.
-    """
-    if not weights:
+def patch_task_data(ls: Any, updates: Mapping[int, dict[str, Any]], concurrency: int = 8) -> int:
+    """PATCH several tasks' data in parallel (Label Studio 1.23.2 has no bulk data update)."""
+    if not updates:
         return 0
-    ordered = sorted(weights.values())
-    median = ordered[len(ordered) // 2] or max(ordered) or 1.0
-    marked = 0
-    for task in tasks:
-        w = weights.get(str(task["id"]))
-        if w is None:
-            continue
-        data = dict(task.get("data") or {})
-        data["llm_label_weight"] = round(min(1.0, w / median), 4)
-        ls.tasks.update(id=task["id"], data=data)
-        marked += 1
-    return marked
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(updates)))) as pool:
+        list(pool.map(lambda item: ls.tasks.update(id=item[0], data=item[1]), updates.items()))
+    return len(updates)
+
+
+def mark_suspects(ls: Any, snapshot: ProjectSnapshot, weights: Mapping[str, float]) -> int:
+    """`llm_label_weight` (a number: 1.0 = a typical training sentence, 0 = ignored) on LLM-labelled tasks.
+
+    Reviewers sort the Data Manager by it, ascending: the LLM labels the meta-learner trusted least first.
+    Only changed values are written.
+    """
+    relative = relative_weights(weights)
+    updates = {}
+    for task in snapshot.unlabeled:
+        value = relative.get(str(task["id"]))
+        data = task.get("data") or {}
+        if value is not None and data.get("llm_label_weight") != round(value, 4):
+            updates[int(task["id"])] = {**data, "llm_label_weight": round(value, 4)}
+    return patch_task_data(ls, updates)
+
+
+def flag_for_review(ls: Any, snapshot: ProjectSnapshot) -> int:
+    """Mark flagged tasks (`llm_review` in their data) so reviewers find them; returns how many are flagged."""
+    updates = {}
+    for task in snapshot.tasks:
+        reason = snapshot.flagged.get(int(task["id"]))
+        data = task.get("data") or {}
+        if reason and data.get("llm_review") != reason:
+            updates[int(task["id"])] = {**data, "llm_review": reason}
+    try:
+        patch_task_data(ls, updates)
+    except Exception as exc:  # noqa: BLE001 - the flag is advisory; the meta set already excludes them
+        log.warning("project %s: could not mark %d flagged tasks: %s", snapshot.project_id, len(updates), exc)
+    return len(snapshot.flagged)
+
+
+def next_round(ls: Any, project_id: int, services: Services, snapshot: ProjectSnapshot,
+               student: StudentHandle) -> dict[str, Any]:
+    from backend.acquire import acquire_round
+
+    s = services.settings
+    try:
+        return acquire_round(ls, project_id, s, s.acquisition_strategy, s.acquisition_batch, progress=False,
+                             services=services, snapshot=snapshot, student=student).to_dict()
+    except Exception as exc:  # noqa: BLE001 - the new model is published either way
+        log.warning("project %s: acquisition round failed after retrain: %s", project_id, exc)
+        return {"error": str(exc)[:300]}

@@ -11,20 +11,18 @@ from typing import Any
 
 from label_studio_sdk import LabelStudio
 
+from backend.events import WEBHOOK_ACTIONS
 from backend.labeling_config import build_label_config, load_labels_file, parse_label_config
 from backend.labelstudio import (
     LabelStudioError,
     explain,
-    import_predictions_checked,
     iter_tasks,
-    task_dict,
 )
 from backend.settings import Settings
 from training.spans import tokens_to_text
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
 ML_TITLE = "llmaaa"
 
 
@@ -149,39 +147,31 @@ def ensure_webhook(ls: LabelStudio, project_id: int, backend_url: str, settings:
 
 def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int,
                 progress: bool = True) -> tuple[int, int, str]:
-    """Push LLM pre-annotations for the first `limit` tasks without one (bulk `import_predictions`).
+    """Push LLM pre-annotations for the first `limit` unannotated tasks without one at the current version.
 
-    Label Studio's own pull path stores one row at a time inside a 100 s request, so bulk work is pushed.
-    Returns (stored, not annotated, model version).
+    Label Studio's own pull path stores one row at a time inside a 100 s request, so bulk work is pushed
+    (backend.queue_publisher). Returns (stored, not annotated, model version).
     """
-    from backend.model import NERBackendModel, Runtime
+    from backend.composition import Services
+    from backend.project_snapshot import read_project, split_verified
+    from backend.queue_publisher import QueueItem, add_to_current
 
-    project = ls.projects.get(id=project_id)
-    model = NERBackendModel(project_id, project.label_config, Runtime(settings), settings.label_studio_url,
-                            settings.label_studio_api_key.get_secret_value()
-                            if settings.label_studio_api_key else None)
-    model.refresh_demos()
-    version = model.model_version
-    todo = []
-    for task in iter_tasks(ls, project_id):
-        if len(todo) >= limit:
-            break
-        has_current = any(p.get("model_version") == version for p in task.get("predictions") or [])
-        if not has_current and not task.get("annotations"):
-            todo.append(task_dict(task))
-    texts = [t["data"].get(model.schema.value_key, "") for t in todo]
-    outcomes = model.annotator.annotate_many(texts, concurrency=settings.llm_concurrency, progress=progress)
-    predictions = []
-    for task, outcome in zip(todo, outcomes, strict=True):
-        if outcome.ok:
-            model.record_llm_label(task, outcome)
-            predictions.append({"task": task["id"], **model.to_prediction(task, outcome)})
-    texts = {t["id"]: t["data"].get(model.schema.value_key, "") for t in todo}
-    stored = import_predictions_checked(ls, project_id, model.schema, predictions, texts)
+    services = Services(settings)
+    labels = services.llm_labels(project_id)
+    snapshot = read_project(ls, project_id, services.schema, labels.all())
+    demos = services.demo_index(split_verified(snapshot.verified, settings.retrain_holdout_fraction).meta)
+    annotator = services.project_annotator(project_id, snapshot.schema, demos)
+    version = services.state(project_id).get("model_version") or annotator.llm_version
+    todo = [t for t in snapshot.unlabeled
+            if not any(p.get("model_version") == version for p in t.get("predictions") or [])][:limit]
+    outcomes = annotator.annotate_tasks(todo, concurrency=settings.llm_concurrency, progress=progress)
+    items = [QueueItem(int(t["id"]), snapshot.text_of(t) or "", o.spans)
+             for t, o in zip(todo, outcomes, strict=True) if o.ok]
+    stored = add_to_current(ls, project_id, snapshot.schema, version, items)
     if stored:
         # After ml.create, project.model_version is the backend's title, which no prediction carries.
         ls.projects.update(id=project_id, model_version=version)
-    return stored, len(todo) - len(predictions), version
+    return stored, len(todo) - len(items), version
 
 
 def setup_project(ls: LabelStudio, settings: Settings, title: str, labels_file: Path,

@@ -1,0 +1,158 @@
+"""The loop's stages on fakes at the SDK boundary: what the annotator meets after each round.
+
+The invariant (docs/predictions.md): at every moment, every unannotated task that has LLM spans shows them
+(a prediction at the project's current version), while the queue follows the latest round.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backend.acquire import acquire_round
+from backend.labelstudio import LabelStudioError
+from backend.project_snapshot import FLAG_EMPTY_UNANNOTATED, held_out, read_project
+from backend.queue_publisher import QueueItem, publish_queue, queue_scores
+from backend.retrain import compare_on_held_out, mark_suspects, meta_and_evaluation, training_set
+from backend.suspects import relative_weights, suspect_scores
+from tests.backend.fake_label_studio import FakeLabelStudio
+from tests.backend.loop_fakes import LABEL_CONFIG, FakeServices, KnownAnswersLLM
+from training.data import Example
+from training.spans import Span
+
+TEXTS = {i: f"Patient {i} received aspirin {i} for headache number {i} ." for i in range(1, 31)}
+ANSWERS = {text: [("aspirin", "Chemical"), ("headache", "Disease")] for text in TEXTS.values()}
+
+
+def region(text: str, word: str, label: str) -> dict[str, Any]:
+    start = text.index(word)
+    return {"from_name": "label", "to_name": "text", "type": "labels",
+            "value": {"start": start, "end": start + len(word), "text": word, "labels": [label]}}
+
+
+@pytest.fixture
+def ls() -> FakeLabelStudio:
+    fake = FakeLabelStudio(LABEL_CONFIG)
+    for tid, text in TEXTS.items():
+        fake.add_task(tid, text)
+    return fake
+
+
+def shown_everywhere(ls: FakeLabelStudio, services: FakeServices) -> list[int]:
+    """Unannotated tasks with a recorded LLM label that would open blank (must be none)."""
+    labels = services.llm_labels(ls.project.id).all()
+    return [tid for tid, row in ls.task_rows.items()
+            if not row["annotations"] and tid in labels and ls.shown_prediction(tid) is None]
+
+
+def test_queue_scores_are_unique_ascending_and_head_first() -> None:
+    head, rest = queue_scores(3, 4)
+    assert head + rest == sorted(head + rest) and len(set(head + rest)) == 7
+    assert max(head) < 0.5 <= min(rest) and max(rest) < 1.0
+
+
+def test_two_rounds_keep_every_prelabel_and_serve_the_round_head(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), knn_k=2)
+    first = acquire_round(ls, 1, services.settings, "random", batch=8, progress=False, seed=1, services=services)
+    assert ls.project.model_version == "acq-r1" and ls.next_task() == first.order[0]
+    for tid in first.order[:3]:  # a human verifies three of the round's tasks
+        ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "aspirin", "Chemical")]}]
+    second = acquire_round(ls, 1, services.settings, "random", batch=8, progress=False, seed=2, services=services)
+    assert ls.project.model_version == "acq-r2"
+    # The old code published the batch only: the first round's other 5 tasks opened blank.
+    assert second.carried_over == len(set(first.order[3:]) - set(second.order)) > 0
+    assert shown_everywhere(ls, services) == []
+    assert ls.next_task() == second.order[0]
+    assert not [p for p in ls.prediction_rows.values() if p["model_version"] == "acq-r1"]
+
+
+def test_failed_tasks_are_outside_the_queue_and_recorded_as_not_annotated(ls: FakeLabelStudio,
+                                                                         tmp_path: Path) -> None:
+    failing = [TEXTS[i] for i in range(1, 31)]  # every call fails except those answered below
+    llm = KnownAnswersLLM({TEXTS[1]: ANSWERS[TEXTS[1]]}, failing=failing[1:])
+    services = FakeServices(tmp_path, llm, knn_k=0)
+    report = acquire_round(ls, 1, services.settings, "random", batch=30, progress=False, services=services)
+    assert report.order == [1] and report.not_annotated == 29
+    store = services.llm_labels(1)
+    assert set(store.all()) == {1}  # a failure is never stored as "no entities"
+    assert {f.reason for f in store.failures().values()} == {"timeout"} and len(store.failures()) == 29
+    assert ls.next_task() == 1
+
+
+def test_no_task_annotated_leaves_the_previous_version_serving(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), knn_k=0)
+    acquire_round(ls, 1, services.settings, "random", batch=5, progress=False, services=services)
+    ls.fail_on.add("projects.import_predictions")
+    with pytest.raises(LabelStudioError):
+        acquire_round(ls, 1, services.settings, "random", batch=5, progress=False, services=services)
+    assert ls.project.model_version == "acq-r1" and shown_everywhere(ls, services) == []
+
+
+def test_publish_refuses_an_empty_queue(ls: FakeLabelStudio) -> None:
+    from tests.backend.loop_fakes import FakeServices as _  # noqa: F401 - same schema source
+
+    schema = FakeServices(Path("/nonexistent"), KnownAnswersLLM({})).schema(LABEL_CONFIG)
+    with pytest.raises(LabelStudioError, match="no task has LLM spans"):
+        publish_queue(ls, 1, schema, "acq-r1", [], [])
+    text = TEXTS[1]
+    item = QueueItem(1, text, [Span(text.index("aspirin"), text.index("aspirin") + 7, "Chemical")])
+    report = publish_queue(ls, 1, schema, "acq-r1", [item], [item])
+    assert report.head == 1 and report.carried_over == 0  # a head task is never queued twice
+
+
+def test_empty_submission_on_a_never_annotated_task_is_flagged_not_verified(ls: FakeLabelStudio,
+                                                                             tmp_path: Path) -> None:
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS))
+    services.llm_labels(1).put(2, TEXTS[2], [], "llm")  # the LLM answered "no entities" on task 2
+    ls.task_rows[1]["annotations"] = [{"id": 1, "result": []}]  # served blank after a failure
+    ls.task_rows[2]["annotations"] = [{"id": 2, "result": []}]
+    snapshot = read_project(ls, 1, services.schema, services.llm_labels(1).all())
+    assert snapshot.flagged == {1: FLAG_EMPTY_UNANNOTATED}
+    assert [ex.id for ex in snapshot.verified] == ["2"]
+
+
+def test_held_out_split_is_stable_and_comparison_needs_enough_tasks() -> None:
+    ids = list(range(1, 500))
+    assert [held_out(i, 0.2) for i in ids] == [held_out(i, 0.2) for i in ids]
+    assert 0.15 < np.mean([held_out(i, 0.2) for i in ids]) < 0.25
+    verified = [Example(str(i), TEXTS[i], []) for i in range(1, 4)]
+    assert meta_and_evaluation(verified, 0.9).evaluation == []  # never an empty meta set
+
+    class Echo:
+        def predict(self, texts: list[str]) -> list[list[Span]]:
+            return [[] for _ in texts]
+
+    labels = {i: (TEXTS[i], []) for i in range(1, 31)}
+    few = compare_on_held_out(Echo(), [Example(str(i), TEXTS[i], []) for i in range(1, 6)], labels, 20)
+    assert few["comparable"] is False and "n=5 < 20" in few["reason"]
+    enough = compare_on_held_out(Echo(), [Example(str(i), TEXTS[i], []) for i in range(1, 25)], labels, 20)
+    assert enough["comparable"] and enough["n"] == 24 and enough["llm_unchanged_share"] == 1.0
+
+
+def test_training_set_uses_llm_labels_of_unannotated_tasks_with_unchanged_text(ls: FakeLabelStudio,
+                                                                                tmp_path: Path) -> None:
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS))
+    ls.task_rows[1]["annotations"] = [{"id": 1, "result": [region(TEXTS[1], "aspirin", "Chemical")]}]
+    labels = {1: (TEXTS[1], []), 2: (TEXTS[2], []), 3: ("an older text", [])}
+    snapshot = read_project(ls, 1, services.schema, labels)
+    split = meta_and_evaluation(snapshot.verified, 0.0)
+    assert [ex.id for ex in training_set(snapshot, labels, split, include_meta=False)] == ["2"]
+    assert [ex.id for ex in training_set(snapshot, labels, split, include_meta=True)] == ["2", "1"]
+
+
+def test_reviewer_column_and_suspect_score_share_one_scale(ls: FakeLabelStudio, tmp_path: Path) -> None:
+    weights = {"1": 0.05, "2": 0.1, "3": 0.2, "4": 0.0}
+    relative = relative_weights(weights)
+    assert relative == {"1": 0.6667, "2": 1.0, "3": 1.0, "4": 0.0} or np.isclose(relative["1"], 0.05 / 0.075)
+    np.testing.assert_allclose(suspect_scores(["1", "2", "4", "9"], weights),
+                               [1 - relative["1"], 0.0, 1.0, 0.0])
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS))
+    snapshot = read_project(ls, 1, services.schema, {})
+    assert mark_suspects(ls, snapshot, weights) == 4
+    value = ls.task_rows[1]["data"]["llm_label_weight"]
+    assert isinstance(value, float) and value == round(relative["1"], 4)  # a number, not a string
+    snapshot = read_project(ls, 1, services.schema, {})
+    assert mark_suspects(ls, snapshot, weights) == 0  # unchanged values are not written again
