@@ -1,8 +1,16 @@
 """The LLM as an NER annotator: demos → prompt → (cache | LLM) → parse → ground → outcome.
 
-The rule that matters downstream: a failure (timeout, HTTP error, unparseable reply) is
-`ok=False` with the reason and means "not annotated, ask again later". Only a well-formed empty
-answer is `ok=True` with no spans, i.e. "this text has no entities".
+The rule that matters downstream: a failure is `ok=False` with the reason and means "not annotated,
+ask again later". Only a well-formed, unambiguous empty answer is `ok=True` with no spans, i.e. "this
+text has no entities". `error` starts with the reason word:
+- `too_long`: the text has more than `max_chars` characters (MAX_TASK_CHARS); it was not sent;
+- `rate_limited`, `http_error`, `timeout`, `connection`: no answer, retries included (`LLMCallError`);
+- `cut_off`: the reply stopped at the token limit (finish_reason "length"), even if it parses;
+- `content_filter`: the provider withheld (part of) the reply (finish_reason "content_filter");
+- `malformed_reply`: no single complete JSON answer (see `backend.annotator.parsing`);
+- `no_text`, `error`: nothing to annotate; an unexpected exception.
+Failures are never cached; cut-off, filtered and malformed replies still go to the cost ledger (the
+tokens were paid for) and count in `llmaaa_llm_errors_total`.
 """
 
 from __future__ import annotations
@@ -25,9 +33,13 @@ from backend.annotator.ledger import CostLedger
 from backend.annotator.parsing import MalformedReplyError, ground, parse_reply
 from backend.annotator.prompt import Demo, PromptTemplate
 from backend.labeling_config import LabelSchema
+from backend.metrics import NO_STATUS, REGISTRY, Registry
 from training.spans import Span
 
 log = logging.getLogger(__name__)
+
+# finish_reason values that mean the reply is not the whole answer -> the failure reason they give.
+INCOMPLETE_FINISH = {"length": "cut_off", "content_filter": "content_filter"}
 
 
 class ChatClient(Protocol):
@@ -48,13 +60,21 @@ class AnnotationOutcome:
     dropped: list[tuple[str, str, str]] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def reason(self) -> str | None:
+        """The failure's reason word (`cut_off`, `too_long`, ...); None for a success."""
+        return None if self.ok else (self.error or "error").split(":", 1)[0].strip() or "error"
+
 
 class LLMAnnotator:
     """Annotates texts for one label schema with one LLM, prompt version, cache and cost ledger."""
 
     def __init__(self, client: ChatClient, schema: LabelSchema, template: PromptTemplate,
                  cache: ReplyCache | None = None, ledger: CostLedger | None = None,
-                 demo_index: DemoIndex | None = None, k: int = 5, domain: str | None = None) -> None:
+                 demo_index: DemoIndex | None = None, k: int = 5, domain: str | None = None,
+                 max_chars: int | None = None, metrics: Registry | None = None) -> None:
+        """`max_chars`: longest text sent to the LLM (None: the MAX_TASK_CHARS setting); demonstrations
+        share the same budget."""
         self.client = client
         self.schema = schema
         self.template = template
@@ -63,6 +83,14 @@ class LLMAnnotator:
         self.demo_index = demo_index
         self.k = k
         self.domain = domain
+        if max_chars is None:
+            from backend.settings import get_settings  # only when not given: tests and the CLI pass it
+
+            max_chars = get_settings().max_task_chars
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, not {max_chars}")
+        self.max_chars = int(max_chars)
+        self.metrics = REGISTRY if metrics is None else metrics
         self._json_schema = entities_json_schema(schema.values)
         self._lock = threading.Lock()
         self._stats: Counter[str] = Counter()
@@ -86,13 +114,23 @@ class LLMAnnotator:
         return outcome
 
     def demos_for(self, text: str) -> list[Demo]:
+        """The k nearest demos, most similar last, trimmed to `max_chars` characters of demo text in all
+        (the least similar go first): a few huge verified tasks must not make every prompt huge."""
         if self.demo_index is None or self.k <= 0:
             return []
         try:
-            return self.demo_index.nearest(text, self.k)
+            demos = self.demo_index.nearest(text, self.k)
         except Exception as exc:  # noqa: BLE001 - annotating without demos beats not annotating
             log.warning("demo retrieval failed (%s: %s); annotating zero-shot", type(exc).__name__, exc)
             return []
+        kept: list[Demo] = []
+        budget = self.max_chars
+        for demo in reversed(demos):
+            if len(demo.text) > budget:
+                break
+            budget -= len(demo.text)
+            kept.append(demo)
+        return kept[::-1]
 
     def messages_for(self, text: str) -> list[dict[str, str]]:
         return self.template.render(self.schema.labels, self.demos_for(text), text, self.domain)
@@ -100,6 +138,11 @@ class LLMAnnotator:
     def annotate(self, text: str) -> AnnotationOutcome:
         if not isinstance(text, str) or not text.strip():
             return self._count(AnnotationOutcome(ok=False, error="no_text: nothing to annotate"))
+        if len(text) > self.max_chars:
+            # Never sent: a paid LLM bills every character, and the reply would be cut off anyway.
+            return self._count(AnnotationOutcome(
+                ok=False, error=f"too_long: the text has {len(text)} characters, more than MAX_TASK_CHARS "
+                                f"({self.max_chars}); not sent to the LLM"))
         try:
             return self._count(self._annotate(text))
         except Exception as exc:  # noqa: BLE001 - one bad text must not sink a batch
@@ -124,10 +167,19 @@ class LLMAnnotator:
             "latency_s": round(completion.latency_s, 3),
             "attempts": completion.attempts,
         }
+        incomplete = INCOMPLETE_FINISH.get(str(completion.finish_reason or ""))
+        if incomplete is not None:
+            # A cut-off reply may still parse (`[]` before the real answer): it is never an answer.
+            self._record(model, completion, cached, ok=False, usage=usage, reason=incomplete)
+            self.metrics.inc("llmaaa_llm_errors_total", kind=incomplete, status=NO_STATUS)
+            return AnnotationOutcome(ok=False, usage=usage, error=(
+                f"{incomplete}: the reply stopped with finish_reason {completion.finish_reason!r} after "
+                f"{completion.completion_tokens} tokens; not annotated"))
         try:
             pairs = parse_reply(completion.content)
         except MalformedReplyError as exc:
-            self._record(model, completion, cached, ok=False, usage=usage)
+            self._record(model, completion, cached, ok=False, usage=usage, reason="malformed_reply")
+            self.metrics.inc("llmaaa_llm_errors_total", kind="malformed", status=NO_STATUS)
             return AnnotationOutcome(ok=False, error=f"malformed_reply: {exc}", usage=usage)
         self._record(model, completion, cached, ok=True, usage=usage)
         if not cached and self.cache is not None:
@@ -137,11 +189,12 @@ class LLMAnnotator:
                                  usage=usage)
 
     def _record(self, model: str, completion: Completion, cached: bool, ok: bool,
-                usage: dict[str, Any]) -> None:
+                usage: dict[str, Any], reason: str | None = None) -> None:
         if self.ledger is None:
             return
         entry = self.ledger.record(model, completion.prompt_tokens, completion.completion_tokens,
-                                   cached=cached, ok=ok, latency_s=None if cached else completion.latency_s)
+                                   cached=cached, ok=ok, latency_s=None if cached else completion.latency_s,
+                                   reason=reason)
         usage["usd"] = entry["usd"]
 
     def annotate_many(self, texts: Sequence[str], concurrency: int = 8, progress: bool = True

@@ -1,9 +1,15 @@
 """The one place that talks to the LLM: any OpenAI-compatible chat endpoint, through `openai`.
 
-Retries are ours alone (the openai client's own are disabled) so they can be counted and bounded:
-exponential backoff with full jitter on 408/409/429/5xx, timeouts and connection errors, honouring
-`Retry-After` / `retry-after-ms`. Structured output is tried first (`response_format` json_schema);
-an endpoint that rejects it is remembered and then prompted plainly (the parser is tolerant).
+The retry policy lives here and only here. The openai client's own retries are disabled
+(`max_retries=0`), so every attempt is ours, bounded (`max_retries`) and counted: exponential backoff
+with full jitter on 408/409/429/5xx, timeouts and connection errors, honouring `Retry-After` /
+`retry-after-ms` (capped at `backoff_max`). Other 4xx are not retried. Each failed attempt counts in
+`llmaaa_llm_errors_total{kind, status}` and each retry in `llmaaa_llm_retries_total{kind, status}`
+(`backend.metrics`). Structured output is tried first (`response_format` json_schema); an endpoint that
+rejects it is remembered and then prompted plainly (the parser is tolerant).
+
+A completion comes back with its `finish_reason`; judging it ("length" = cut off) is the caller's job
+(`LLMAnnotator`), since the tokens were spent and the ledger must see them.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import openai
+
+from backend.metrics import NO_STATUS, REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,7 @@ class Completion:
     latency_s: float
     attempts: int = 1
     structured: bool = False  # sent with a json_schema response_format
+    finish_reason: str | None = None  # "stop", "length" (cut off), "content_filter", ...; None from the cache
 
 
 def entities_json_schema(labels: Sequence[str]) -> dict[str, Any]:
@@ -109,6 +118,7 @@ class LLMClient:
         max_tokens: int | None = 1024,
         structured_output: bool = True,
         sleep: Callable[[float], None] = time.sleep,
+        metrics: Registry | None = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
@@ -118,6 +128,7 @@ class LLMClient:
         self.backoff_max = backoff_max
         self.max_tokens = max_tokens
         self._sleep = sleep
+        self.metrics = REGISTRY if metrics is None else metrics
         # None: not known yet; False: this endpoint rejected json_schema, so it is not sent again.
         self.schema_supported: bool | None = None if structured_output else False
         self._lock = threading.Lock()
@@ -183,14 +194,17 @@ class LLMClient:
                     continue
                 retryable = status in RETRYABLE_STATUS or status >= 500
                 reason: Reason = "rate_limited" if status == 429 else "http_error"
+                kind = "server_error" if status >= 500 else reason
                 message = f"HTTP {status}: {self._redact(str(exc))}"
                 wait = _retry_after(exc) if retryable else None
             except openai.APITimeoutError:  # before APIConnectionError: it is a subclass
                 status, retryable, reason = None, True, "timeout"
-                message, wait = f"no answer within {self.timeout:g} s", None
+                kind, message, wait = reason, f"no answer within {self.timeout:g} s", None
             except openai.APIConnectionError as exc:
                 status, retryable, reason = None, True, "connection"
-                message, wait = self._redact(f"cannot reach the LLM endpoint: {exc}"), None
+                kind, message, wait = reason, self._redact(f"cannot reach the LLM endpoint: {exc}"), None
+            labels = {"kind": kind, "status": NO_STATUS if status is None else str(status)}
+            self.metrics.inc("llmaaa_llm_errors_total", **labels)
             if not retryable or attempt >= self.max_retries:
                 self._count("failures")
                 log.warning("LLM call failed after %d attempt(s): %s: %s", attempt + 1, reason, message)
@@ -198,6 +212,7 @@ class LLMClient:
             delay = self._backoff(attempt, wait)
             attempt += 1
             self._count("retries")
+            self.metrics.inc("llmaaa_llm_retries_total", **labels)
             log.info("LLM %s (attempt %d), retrying in %.2f s", reason, attempt, delay)
             self._sleep(delay)
         if json_schema is not None and self.schema_supported is None:
@@ -218,4 +233,5 @@ class LLMClient:
             latency_s=time.monotonic() - started,
             attempts=attempt + 1,
             structured=use_schema,
+            finish_reason=(getattr(choice, "finish_reason", None) or None) if choice else None,
         )

@@ -103,8 +103,11 @@ class CostLedger:
         return prompt_tokens / 1000 * price[0] + completion_tokens / 1000 * price[1]
 
     def record(self, model: str, prompt_tokens: int = 0, completion_tokens: int = 0, cached: bool = False,
-               ok: bool = True, latency_s: float | None = None) -> dict[str, Any]:
-        """Append one call. A cache hit is free: it records zero tokens and zero cost."""
+               ok: bool = True, latency_s: float | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Append one call. A cache hit is free: it records zero tokens and zero cost.
+
+        `reason`: why a paid reply was unusable (`cut_off`, `malformed_reply`, ...); only with `ok=False`.
+        """
         if cached:
             prompt_tokens = completion_tokens = 0
         usd = self.cost(model, prompt_tokens, completion_tokens)
@@ -119,6 +122,8 @@ class CostLedger:
         }
         if latency_s is not None:
             entry["latency_s"] = round(latency_s, 3)
+        if reason and not ok:
+            entry["reason"] = reason
         if usd is None:
             entry["note"] = f"no price for model {model!r}: cost counted as 0"
         line = json.dumps(entry, ensure_ascii=False) + "\n"

@@ -1,10 +1,24 @@
 """LLM reply → (span, type) pairs → checked character-offset `Span`s.
 
 `parse_reply` is tolerant about the wrapping (code fences, prose, object or list) but never guesses
-about content: when it cannot find a complete JSON answer it raises `MalformedReplyError`, so that a
-broken reply is recorded as "not annotated", never as "no entities". A truncated answer is malformed
-even if some complete items could be salvaged from it: it would look like a full answer that misses
-entities.
+about content: when the reply does not hold exactly one answer it raises `MalformedReplyError`, so that a
+broken or self-contradicting reply is recorded as "not annotated", never as "no entities". The rule:
+
+1. A reply that is one JSON value which reads as an answer is that answer.
+2. Otherwise the reply is scanned for *answer candidates*: JSON values (in ```fences``` or in prose) that
+   read as an answer. The inside of a candidate is not searched again; the inside of a JSON value that
+   is no answer is (`{"result": {"entities": [...]}}`), but a bare `[]` nested there is no candidate.
+3. A bare `[]` in prose is weak evidence: it counts only when it is the only JSON list or object in the
+   reply. `Chemicals: ["aspirin"] Diseases: []` and `[] ... {"entities": [...]}` are malformed, whereas
+   `{"entities": []}` is an explicit answer wherever it stands.
+4. Every candidate must give the same set of (span, type) pairs: `{"entities": []}` followed by a
+   corrected list, or two different lists, are malformed ("ambiguous"). Repeats of one answer are fine.
+5. A bracket that never closes (a reply cut off by `max_tokens`) is malformed, even if complete items
+   could be salvaged before it: they would look like a full answer that misses entities. The only
+   exception is an unclosed bracket in prose *before* a complete ```fence```: a cut-off is always at the
+   end of a reply, so that bracket is prose (`see [below:`).
+No candidate at all is malformed too. (`finish_reason` "length" / "content_filter" is checked by the
+annotator before parsing: such a reply is a failure even when it happens to parse.)
 
 `ground` matching rules (the LLM copies spans; we locate them):
 - exact, case-sensitive occurrences first, at EVERY place the mention occurs (as the paper does);
@@ -31,7 +45,7 @@ from training.spans import Span, resolve_overlaps
 
 
 class MalformedReplyError(ValueError):
-    """The reply holds no complete JSON answer in a form we understand."""
+    """The reply holds no single complete JSON answer in a form we understand."""
 
 
 # Keys an LLM may use instead of ours. "entity" only names a span (its mention), never a type.
@@ -44,16 +58,16 @@ _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _MAX_SCAN = 400  # candidate '{' / '[' positions tried in a prose reply: bounds the work on junk input
 _MAX_CHARS = 200_000
 
+_NOT_JSON = object()  # sentinel: "did not decode" (None is a valid JSON value, `null`)
+Pairs = list[tuple[str, str]]
+
 
 def _decode_all(text: str) -> Any:
-    """`json.loads` that reports failure as None (deep nesting raises RecursionError, not ValueError)."""
+    """`json.loads`, or the `_NOT_JSON` sentinel on failure (deep nesting raises RecursionError too)."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        return _FAIL
-
-
-_FAIL = object()
+        return _NOT_JSON
 
 
 def _item_pair(item: Any) -> tuple[str, str] | None:
@@ -68,7 +82,7 @@ def _item_pair(item: Any) -> tuple[str, str] | None:
     return None
 
 
-def _interpret(value: Any) -> list[tuple[str, str]] | None:
+def _interpret(value: Any) -> Pairs | None:
     """Pairs from a decoded JSON value, or None when it is not an answer in a form we accept."""
     if isinstance(value, dict):
         for key in LIST_KEYS:
@@ -113,60 +127,102 @@ def _closing_index(s: str, start: int) -> int | None:
     return None
 
 
-def _scan(s: str) -> list[tuple[str, str]] | None:
-    """The first complete JSON answer inside prose; None if none (or if one is cut off)."""
+@dataclass
+class _Scan:
+    """What a scan of one piece of the reply found."""
+
+    answers: list[Pairs] = field(default_factory=list)
+    bare_empty: int = 0  # bare `[]` found outside any other JSON value
+    top_values: int = 0  # JSON lists/objects found outside any other JSON value
+    cut_off: bool = False  # a bracket that never closes
+    exhausted: bool = False  # gave up after _MAX_SCAN positions
+
+
+def _scan(s: str, found: _Scan, final: bool) -> None:
+    """Add the answer candidates of `s` to `found` (see the module docstring for the rule).
+
+    `final`: `s` ends the reply, so an unclosed bracket in it is a cut-off, not stray prose.
+    """
     decoder = json.JSONDecoder()
     pos, tries = 0, 0
-    outer_end = 0  # end of the last complete JSON value that was not an answer
-    while tries < _MAX_SCAN:
+    outer_end = 0  # end of the last complete JSON value that was no answer (we are inside it before that)
+    while True:
         starts = [i for i in (s.find("{", pos), s.find("[", pos)) if i >= 0]
         if not starts:
-            return None
+            return
+        if tries >= _MAX_SCAN:
+            found.exhausted = True
+            return
         i = min(starts)
         tries += 1
         try:
             value, end = decoder.raw_decode(s, i)
         except (ValueError, RecursionError):
-            if _closing_index(s, i) is None:
+            if _closing_index(s, i) is None and final:
                 # Unclosed from here on: everything after is inside a truncated value, and a
                 # salvaged inner item would pass for a complete answer.
-                return None
+                found.cut_off = True
+                return
             pos = i + 1
             continue
+        top = i >= outer_end
+        found.top_values += int(top)
         pairs = _interpret(value)
-        # Inside a value that was no answer, a bare `[]` ({"foo": []}) is no evidence of "no entities";
-        # an explicit {"entities": []} or a non-empty list is.
-        if pairs is not None and (pairs or i >= outer_end or isinstance(value, dict)):
-            return pairs
+        if pairs is not None and not pairs and isinstance(value, list):
+            # A bare `[]`: evidence only at top level, and only if it is alone (checked by the caller).
+            found.bare_empty += int(top)
+            pos = end
+            continue
+        if pairs is not None:
+            found.answers.append(pairs)
+            pos = end  # its inside is part of this answer, not another one
+            continue
         outer_end = max(outer_end, end)
         pos = i + 1  # a complete value that is not an answer: look inside it ({"result": {...}})
-    return None
 
 
-def parse_reply(content: str) -> list[tuple[str, str]]:
-    """(span, type) pairs from an LLM reply; `[]` only for a well-formed empty answer.
+def parse_reply(content: str) -> Pairs:
+    """(span, type) pairs from an LLM reply; `[]` only for a well-formed, unambiguous empty answer.
 
     Accepts `{"entities": [...]}` (and a few synonyms of `entities`), a bare list, a single
     `{"span", "type"}` object, item keys like `text`/`label`/`entity`, `[span, type]` pairs,
-    type-keyed lists, inside code fences or prose. Raises `MalformedReplyError` otherwise.
+    type-keyed lists, inside code fences or prose. Raises `MalformedReplyError` when there is no
+    answer, a cut-off one, or several that disagree (the rule is in the module docstring).
     """
     if not isinstance(content, str):
         raise MalformedReplyError(f"reply is {type(content).__name__}, not text")
     s = content.strip()[:_MAX_CHARS]
     if not s:
         raise MalformedReplyError("empty reply")
-    candidates = [s] + [m.group(1).strip() for m in _FENCE.finditer(s)]
-    for cand in candidates:
-        value = _decode_all(cand)
-        if value is not _FAIL:
-            pairs = _interpret(value)
-            if pairs is not None:
-                return pairs
-    for cand in candidates[1:] + [s]:  # fenced blocks first: that is where the answer usually is
-        pairs = _scan(cand)
+    whole = _decode_all(s)
+    if whole is not _NOT_JSON:
+        pairs = _interpret(whole)
         if pairs is not None:
             return pairs
-    raise MalformedReplyError(f"no complete JSON answer in the reply: {s[:120]!r}")
+    found = _Scan()
+    # Fenced blocks and the prose between them are scanned apart: a stray bracket in prose cannot
+    # swallow a fenced answer. Only the piece that ends the reply can be cut off.
+    last = 0
+    for m in _FENCE.finditer(s):
+        _scan(s[last : m.start()], found, final=False)
+        _scan(m.group(1), found, final=True)  # a fence is closed, so its content must be complete
+        last = m.end()
+    _scan(s[last:], found, final=True)
+    head = repr(s[:120])
+    if found.cut_off:
+        raise MalformedReplyError(f"the JSON answer is cut off: {head}")
+    if found.exhausted:
+        raise MalformedReplyError(f"too many brackets to find one answer: {head}")
+    answers = list(found.answers)
+    if found.bare_empty:
+        if found.top_values > found.bare_empty or answers:
+            raise MalformedReplyError(f"a bare [] beside other JSON values is ambiguous: {head}")
+        answers.append([])
+    if not answers:
+        raise MalformedReplyError(f"no complete JSON answer in the reply: {head}")
+    if len({frozenset(a) for a in answers}) > 1:
+        raise MalformedReplyError(f"{len(answers)} different answers in one reply: {head}")
+    return answers[0]
 
 
 # ---------------------------------------------------------------------- grounding

@@ -1,4 +1,9 @@
-"""Versioned prompt templates (`prompts/<name>.<version>.jinja`) rendered into chat messages."""
+"""Versioned prompt templates (`prompts/<name>.<version>.jinja`) rendered into chat messages.
+
+`DEFAULT_TEMPLATE_VERSION` (ner.v2) delimits all outside text as JSON strings (the `json` filter), so a
+task text cannot fake a demonstration or a new query; ner.v1 is kept for the record and old caches.
+The reply cache key covers the template (id and content hash) and every rendered message.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,21 @@ from training.spans import Span
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 _ROLE_LINE = re.compile(r"^### (system|user|assistant)[ \t]*$", re.MULTILINE)
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+DEFAULT_TEMPLATE_NAME = "ner"
+DEFAULT_TEMPLATE_VERSION = "v2"
+# Line breaks that JSON leaves raw but a reader (or a model) may take as a new line.
+_RAW_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_text(value: object) -> str:
+    """One-line JSON for text shown to the LLM: quotes, backslashes and every line break escaped.
+
+    Non-ASCII stays literal (`ensure_ascii=False`): the LLM must copy "µg" as "µg", not as an escape.
+    """
+    out = json.dumps(value, ensure_ascii=False)
+    for raw, escaped in _RAW_BREAKS.items():
+        out = out.replace(raw, escaped)
+    return out
 
 
 @dataclass(frozen=True)
@@ -38,7 +58,10 @@ def entities_json(text: str, spans: Sequence[Span]) -> str:
         if 0 <= s.start < s.end <= len(text)
     ]
     # ensure_ascii=False: the LLM must copy "µg" as "µg", not as an escape sequence.
-    return json.dumps({"entities": entities}, ensure_ascii=False, separators=(",", ":"))
+    out = json.dumps({"entities": entities}, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in _RAW_BREAKS.items():  # one line, whatever the spans hold
+        out = out.replace(raw, escaped)
+    return out
 
 
 class PromptTemplate:
@@ -52,6 +75,7 @@ class PromptTemplate:
         self.name, self.version, self.source = name, version, source
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
                                  keep_trailing_newline=True)
+        env.filters["json"] = json_text
         markers = list(_ROLE_LINE.finditer(source))
         if not markers:
             raise ValueError(f"prompt {self.template_id}: no '### system' / '### user' section lines")
@@ -66,14 +90,21 @@ class PromptTemplate:
             raise ValueError(f"prompt {self.template_id}: the last section must be '### user'")
 
     @classmethod
-    def load(cls, name: str = "ner", version: str = "v1",
+    def load(cls, name: str = DEFAULT_TEMPLATE_NAME, version: str | None = None,
              directory: str | Path | None = None) -> PromptTemplate:
+        """`prompts/<name>.<version>.jinja`; `version` None means `DEFAULT_TEMPLATE_VERSION`."""
+        version = DEFAULT_TEMPLATE_VERSION if version is None else version
         if not (_NAME.fullmatch(name) and _NAME.fullmatch(version)):
             raise ValueError(f"bad prompt name/version {name!r}/{version!r}")
         path = Path(directory or PROMPTS_DIR) / f"{name}.{version}.jinja"
         if not path.is_file():
             raise FileNotFoundError(f"no prompt template {path}")
         return cls(name, version, path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def default(cls) -> PromptTemplate:
+        """The current NER prompt (`ner.v2`)."""
+        return cls.load(DEFAULT_TEMPLATE_NAME, DEFAULT_TEMPLATE_VERSION)
 
     @property
     def template_id(self) -> str:

@@ -1,7 +1,8 @@
 """A SIMULATED OpenAI-compatible chat server that answers NER prompts with the simulated teacher.
 
 Endpoints (shapes as the official `openai` client parses them):
-- `POST /v1/chat/completions`: reads the ner.v1 prompt, answers `{"entities": [{"span", "type"}]}`;
+- `POST /v1/chat/completions`: reads the ner.v2 (or ner.v1) prompt (`read_prompt`), answers
+  `{"entities": [{"span", "type"}]}`;
 - `GET /v1/models`, `GET /v1/models/<id>`: one model, `owned_by: "llmaaa-simulation"`;
 - `GET /v1/simulation/stats`: counters of requests and injected faults; `POST /v1/simulation/reset`;
 - `GET /health`: readiness, open even when an API key is required.
@@ -115,6 +116,39 @@ def malform(content: str, kind: str, u: float) -> str:
         # Cut strictly inside the JSON: never a complete object.
         return content[: max(1, min(len(content) - 1, int(len(content) * (0.3 + 0.6 * u))))]
     return _NO_JSON_PROSE[int(u * len(_NO_JSON_PROSE))]
+
+
+def _json_string(line: str) -> str | None:
+    """The text a ner.v2 `Input: ` line encodes (one JSON string literal), or None if it is no such line."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def read_prompt(messages: Any) -> tuple[str, list[tuple[str, str]]]:
+    """(query, [(demo text, demo output JSON)]) from ner.v2 chat messages, else as ner.v1 (`parse_prompt`).
+
+    ner.v2 (docs/architecture.md, "Prompt contract"): in the last user message, every line that starts
+    with `Input: ` holds one JSON string literal (the text, newlines escaped), and the line after a
+    demo's input is `Output: <json>`. The query is the last such input. Lines are split on "\\n" only:
+    the template escapes every other line break, and a text cannot hold a raw "\\n".
+    """
+    users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+    if users:
+        lines = message_text(users[-1].get("content")).split("\n")
+        at = [i for i, line in enumerate(lines) if line.startswith("Input: ")]
+        decoded = [_json_string(lines[i][len("Input: "):]) for i in at]
+        texts = [t for t in decoded if t is not None]
+        if at and len(texts) == len(at):
+            demos = []
+            for i, text in zip(at[:-1], texts[:-1], strict=True):
+                following = lines[i + 1] if i + 1 < len(lines) else ""
+                if following.startswith("Output: "):
+                    demos.append((text, following[len("Output: "):].strip()))
+            return texts[-1], demos
+    return parse_prompt(messages)
 
 
 def _error(status: int, message: str, typ: str, code: str | None, param: str | None = None) -> Response:
@@ -250,7 +284,7 @@ def create_app(teacher: SimulatedTeacher, faults: FaultConfig | None = None, *, 
 
         messages = body["messages"]
         try:
-            query, demos = parse_prompt(messages)
+            query, demos = read_prompt(messages)
             entities = teacher.answer(query, demo_surface_forms(demos))
         except PromptFormatError as exc:
             log.warning("simulated LLM: cannot read the prompt (%s); answering no entities", exc)

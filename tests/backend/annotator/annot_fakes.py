@@ -43,10 +43,10 @@ class FakeEmbedder:
 
 
 def completion_body(content: str, model: str = "fake-model", prompt_tokens: int = 100,
-                    completion_tokens: int = 20) -> dict[str, Any]:
+                    completion_tokens: int = 20, finish_reason: str = "stop") -> dict[str, Any]:
     return {
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
-        "choices": [{"index": 0, "finish_reason": "stop",
+        "choices": [{"index": 0, "finish_reason": finish_reason,
                      "message": {"role": "assistant", "content": content}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
@@ -54,8 +54,19 @@ def completion_body(content: str, model: str = "fake-model", prompt_tokens: int 
 
 
 def query_of(body: dict[str, Any]) -> str:
-    """The query, as the architecture contract defines it: after the last `Input: `, before `\\nOutput:`."""
+    """The query, as the architecture's prompt contract defines it.
+
+    ner.v2: the JSON string on the last line that starts with `Input: `; ner.v1: the text after the
+    last `Input: `, before `\\nOutput:`.
+    """
     user = body["messages"][-1]["content"]
+    lines = [line for line in user.split("\n") if line.startswith("Input: ")]
+    try:
+        value = json.loads(lines[-1][len("Input: "):])
+    except (ValueError, IndexError):
+        value = None
+    if isinstance(value, str):
+        return value
     return user.rsplit("Input: ", 1)[1].split("\nOutput:", 1)[0]
 
 

@@ -34,13 +34,14 @@ def lexicon_llm(body: dict[str, Any]) -> dict[str, Any]:
 def make(tmp_path: Path, fake_llm: FakeLLM, schema: LabelSchema):  # type: ignore[no-untyped-def]
     fake_llm.default = lexicon_llm
 
-    def build(demo_index: DemoIndex | None = None, **client_kw: Any) -> LLMAnnotator:
+    def build(demo_index: DemoIndex | None = None, template: PromptTemplate | None = None,
+              max_chars: int = 20_000, **client_kw: Any) -> LLMAnnotator:
         options: dict[str, Any] = {"timeout": 2.0, "max_retries": 1, "backoff_base": 0.01}
         options.update(client_kw)
         client = LLMClient(base_url=fake_llm.url, api_key=API_KEY, model="fake/model:7b", **options)
         ledger = CostLedger(tmp_path / "costs.jsonl", prices={"fake/model:7b": [0.5, 1.0]}, use_env=False)
-        return LLMAnnotator(client, schema, PromptTemplate.load("ner", "v1"), ReplyCache(tmp_path / "cache"),
-                            ledger, demo_index=demo_index, k=2)
+        return LLMAnnotator(client, schema, template or PromptTemplate.default(), ReplyCache(tmp_path / "cache"),
+                            ledger, demo_index=demo_index, k=2, max_chars=max_chars)
 
     return build
 
@@ -119,9 +120,11 @@ def test_demos_are_retrieved_and_sent_most_similar_last(make: Any, fake_llm: Fak
     user = fake_llm.requests[0]["messages"][-1]["content"]
     blocks = user.split("\n\n")
     assert len(blocks) == 3  # k=2 demos + the query
-    assert blocks[1] == ('Input: cocaine caused headache\nOutput: {"entities":[{"span":"cocaine","type":"Chemical"},'
+    assert blocks[1] == ('Input: "cocaine caused headache"\nOutput: {"entities":[{"span":"cocaine","type":"Chemical"},'
                          '{"span":"headache","type":"Disease"}]}')
-    assert blocks[2] == "Input: cocaine caused seizures\nOutput:"
+    assert blocks[2] == 'Input: "cocaine caused seizures"\nOutput:'
+    make(index, template=PromptTemplate.load("ner", "v1")).annotate("cocaine caused seizures")
+    assert fake_llm.requests[1]["messages"][-1]["content"].endswith("\n\nInput: cocaine caused seizures\nOutput:")
     assert fake_llm.requests[0]["response_format"]["json_schema"]["schema"]["properties"]["entities"]["items"][
         "properties"]["type"]["enum"] == ["Chemical", "Disease"]
 
@@ -171,7 +174,8 @@ def test_annotate_many_mixes_failures_and_progress_bar(make: Any, fake_llm: Fake
 
 
 def test_model_version_names_model_and_template(make: Any) -> None:
-    assert make().model_version == "llm-fake-model-7b-ner.v1"
+    assert make().model_version == "llm-fake-model-7b-ner.v2"
+    assert make(template=PromptTemplate.load("ner", "v1")).model_version == "llm-fake-model-7b-ner.v1"
 
 
 def test_latency_of_many_is_concurrent(make: Any, fake_llm: FakeLLM) -> None:

@@ -22,7 +22,7 @@ def test_identity(template: PromptTemplate) -> None:
     assert template.template_id == "ner.v1"
     assert re.fullmatch(r"[0-9a-f]{12}", template.content_hash)
     assert template.cache_id == f"ner.v1@{template.content_hash}"
-    assert PromptTemplate.load().content_hash == template.content_hash  # stable across loads
+    assert PromptTemplate.load("ner", "v1").content_hash == template.content_hash  # stable across loads
     assert PromptTemplate("ner", "v1", template.source + " ").content_hash != template.content_hash
 
 
