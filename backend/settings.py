@@ -30,9 +30,6 @@ class Settings(BaseSettings):
     # A cost cap: a task text longer than this many characters (~4 per token) is never sent to the LLM;
     # it is "not annotated" with reason `too_long`. k-NN demonstrations share the same character budget.
     max_task_chars: int = Field(default=20_000, ge=1)
-    # A cost cap: a task text longer than this many characters (~4 per token) is never sent to the LLM;
-    # it is "not annotated" with reason `too_long`. k-NN demonstrations share the same character budget.
-    max_task_chars: int = Field(default=20_000, ge=1)
     llm_concurrency: int = 8
     llm_prices_file: Path | None = None
     knn_k: int = 5
