@@ -1,4 +1,11 @@
-"""Backend subcommands: `serve`, `setup-project`, `costs`."""
+"""Backend subcommands (they run or drive the ML backend; the CLI layer, so llmaaa modules are in reach):
+  serve          [--host H] [--port N] [--threads N] [--dev] [--control-socket PATH]
+  worker         [--burst] [--name NAME]
+  setup-project  --title T --labels FILE [--data FILE] [--docs PATH] [--backend-url URL] [--preannotate N]
+  acquire        --project ID [--strategy S] [--batch N] [--suspect-fraction F] [--seed N]
+  status         --project ID
+  costs          [--json]
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,11 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
+
+from llmaaa.cli import positive_int, project_id
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +26,11 @@ def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the Label Studio ML backend (LLM pre-annotations)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=9090)
-    serve.add_argument("--threads", type=int, default=16, help="gunicorn threads (one worker process)")
+    serve.add_argument("--threads", type=positive_int, default=16, help="gunicorn threads (one worker process)")
     serve.add_argument("--dev", action="store_true", help="Flask's threaded development server instead of gunicorn")
+    serve.add_argument("--control-socket", type=Path, metavar="PATH",
+                       help="gunicorn's control socket for `gunicornc`, a path of this instance's own "
+                            "(default: none; gunicorn's default path is shared by every instance on the host)")
     serve.set_defaults(func=cmd_serve)
 
     setup = sub.add_parser("setup-project", help="create/update a Label Studio NER project wired to the backend")
@@ -34,10 +47,10 @@ def register(sub: Any) -> None:
     setup.set_defaults(func=cmd_setup_project)
 
     acquire = sub.add_parser("acquire", help="one acquisition round: score, select, LLM-annotate, reorder the queue")
-    acquire.add_argument("--project", type=int, required=True)
+    acquire.add_argument("--project", type=project_id, required=True, metavar="ID")
     acquire.add_argument("--strategy", default="hybrid", help="random, entropy, least_confidence, mnlp, kmeans, "
                          "coreset, hybrid, weighted_hybrid")
-    acquire.add_argument("--batch", type=int, default=50)
+    acquire.add_argument("--batch", type=positive_int, default=50)
     acquire.add_argument("--suspect-fraction", type=float, default=0.0,
                          help="share of the queue given to LLM labels the student distrusts (low learned weight)")
     acquire.add_argument("--seed", type=int, default=0)
@@ -49,7 +62,7 @@ def register(sub: Any) -> None:
     worker.set_defaults(func=cmd_worker)
 
     status = sub.add_parser("status", help="model versions, last training metrics and job state of a project")
-    status.add_argument("--project", type=int, required=True)
+    status.add_argument("--project", type=project_id, required=True, metavar="ID")
     status.set_defaults(func=cmd_status)
 
     costs = sub.add_parser("costs", help="LLM calls, tokens and cost from the ledger")
@@ -57,7 +70,36 @@ def register(sub: Any) -> None:
     costs.set_defaults(func=cmd_costs)
 
 
+def gunicorn_settings(args: argparse.Namespace, known: Container[str]) -> dict[str, Any]:
+    """gunicorn settings for `serve`; `known` are the setting names this gunicorn has.
+
+    gunicorn >= 25.1 opens a control socket at one fixed default path per user ($XDG_RUNTIME_DIR or
+    ~/.gunicorn/gunicorn.ctl): a second instance on the host took it over and deleted it on exit. So it is
+    off unless `--control-socket` names a path for this instance.
+    """
+    # One process: the reply cache, demo index and model registry are in memory.
+    settings: dict[str, Any] = {"bind": f"{args.host}:{args.port}", "workers": 1, "threads": args.threads,
+                                "worker_class": "gthread", "timeout": 300, "accesslog": None}
+    if "control_socket_disable" not in known:  # older gunicorn: no control socket at all
+        if args.control_socket:
+            raise ValueError("--control-socket needs gunicorn >= 25.1")
+        return settings
+    if args.control_socket:
+        settings["control_socket"] = str(Path(args.control_socket).absolute())
+    else:
+        settings["control_socket_disable"] = True
+    return settings
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from gunicorn.config import Config
+
+    try:  # checked before the app loads models, so a bad option fails fast
+        settings = gunicorn_settings(args, Config().settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     from backend.app import create_app
 
     app = create_app()
@@ -68,9 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            # One process: the reply cache, demo index and model registry are in memory.
-            for key, value in {"bind": f"{args.host}:{args.port}", "workers": 1, "threads": args.threads,
-                               "worker_class": "gthread", "timeout": 300, "accesslog": None}.items():
+            for key, value in settings.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
@@ -99,7 +139,7 @@ def cmd_setup_project(args: argparse.Namespace) -> int:
         out = dict(report.__dict__)
         if docs:
             from backend.setup_project import preannotate
-            from llmaaa.documents import import_documents  # the CLI layer may reach up to llmaaa
+            from llmaaa.documents import import_documents
 
             problems: list[str] = []
             counts = import_documents(ls, report.project_id, docs, on_problem=lambda p: problems.append(str(p)))

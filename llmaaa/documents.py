@@ -21,13 +21,13 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
-TEXT_SUFFIXES_STRUCTURED = {".jsonl", ".ndjson", ".csv", ".tsv"}
 UNSUPPORTED_SUFFIXES = {".json": "a JSON array is not streamed: write one JSON object per line (.jsonl)"}
 DEFAULT_MAX_DOC_BYTES = 20_000_000  # one document is held whole; bigger files are reported, not read
 _SNIFF_BYTES = 8192
@@ -106,6 +106,39 @@ def _record_text(row: Mapping[str, Any], text_field: str) -> str | None:
     if value is None and isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
         return " ".join(tokens)
     return None
+
+
+_csv_limit_lock = threading.Lock()
+
+
+@contextmanager
+def _large_csv_fields() -> Iterator[None]:
+    """csv's field limit (process-wide, 128 KiB by default) raised for one read, then restored.
+
+    Abstracts and full texts exceed the default, but the limit is global state of every csv user in the
+    process, so it is raised only around our own reads (under a lock, as two readers may interleave).
+    """
+    with _csv_limit_lock:
+        limit = sys.maxsize
+        while True:
+            try:
+                previous = csv.field_size_limit(limit)
+                break
+            except OverflowError:  # a C long narrower than sys.maxsize (Windows)
+                limit //= 10
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+def _csv_rows(reader: csv.DictReader[str]) -> Iterator[dict[str, Any]]:
+    while True:
+        with _large_csv_fields():
+            row = next(reader, None)
+        if row is None:
+            return
+        yield row
 
 
 class _DocumentReader:
@@ -224,14 +257,15 @@ class _DocumentReader:
             lines = (raw.decode("utf-8-sig" if i == 0 else "utf-8") for i, raw in enumerate(fh))
             reader = csv.DictReader(lines, delimiter=delimiter)
             try:
-                columns = reader.fieldnames
+                with _large_csv_fields():
+                    columns = reader.fieldnames
                 if not columns:
                     self.report(Problem(str(file), "empty"))
                     return
                 if self.text_field not in columns:
                     self.report(Problem(str(file), f"no {self.text_field!r} column (columns: {columns[:10]})"))
                     return
-                for row_no, row in enumerate(reader, start=2):  # row 1 is the header
+                for row_no, row in enumerate(_csv_rows(reader), start=2):  # row 1 is the header
                     doc = self._record(row, f"{file}:{reader.line_num}", f"{stem}:{row_no}")
                     if doc is not None and self._accept(doc):
                         yield doc
@@ -241,20 +275,6 @@ class _DocumentReader:
                                     _decode_error(exc) + "; the rest of the file skipped"))
             except csv.Error as exc:
                 self.report(Problem(f"{file}:{reader.line_num}", f"bad CSV ({exc}); the rest of the file skipped"))
-
-
-def _raise_csv_field_limit() -> None:
-    # Abstracts and full texts exceed csv's default 128 KiB field limit.
-    limit = sys.maxsize
-    while True:
-        try:
-            csv.field_size_limit(limit)
-            return
-        except OverflowError:
-            limit //= 10
-
-
-_raise_csv_field_limit()
 
 
 def iter_documents(

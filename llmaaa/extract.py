@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -69,33 +70,77 @@ def _resolve_dir(path: Path) -> ResolvedModel:
     return ResolvedModel(path, str(exported.get("source_version") or path.name))
 
 
+# A version name is one path component of letters, digits, `.`, `_`, `-` (ModelStore's `v0003-…` and
+# exported names fit): no `/`, `..` or glob characters can reach outside the data directory, and the
+# length stays far below any file system's name limit.
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_PROJECT_ID = 2**31 - 1  # Label Studio's ids are 32-bit integers
+
+
+def check_project_id(project: object) -> int:
+    """`project` as a Label Studio project id (a positive integer), or ValueError."""
+    if isinstance(project, bool) or not isinstance(project, int) or not 1 <= project <= MAX_PROJECT_ID:
+        raise ValueError(f"project id {project!r} is not a positive integer up to {MAX_PROJECT_ID}")
+    return project
+
+
+def check_version_name(name: str) -> str:
+    """`name` if it can be a model version name (or `latest`), else ValueError."""
+    if name != "latest" and not VERSION_NAME.match(name):
+        shown = name if len(name) <= 80 else f"{name[:40]}…({len(name)} characters)"
+        raise ValueError(f"{shown!r} is neither a directory nor a model version name (1-128 letters, digits, "
+                         "'.', '_', '-', starting with a letter or digit), nor `latest`")
+    return name
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name longer than the file system allows: certainly not a directory
+        return False
+
+
+def _latest_version(projects: Path, project: int) -> str:
+    from training.store import ModelStore
+
+    models = projects / str(project) / "models"
+    # ModelStore creates its root: only open it when it exists, so a failed lookup leaves no trace.
+    latest = ModelStore(models).latest() if models.is_dir() else None
+    if latest is None:
+        raise FileNotFoundError(f"project {project} has no model version in {models}")
+    return latest
+
+
 def resolve_model(spec: str | Path, data_dir: Path | None = None, project: int | None = None) -> ResolvedModel:
     """A model directory, or a version name looked up under `<data_dir>/projects/*/models/`.
 
     A directory may be a ModelStore version (`v0003-…/`), its `model/` folder, or an exported Hugging Face
     checkpoint. A version name found in more than one project is an error unless `project` picks one;
-    `latest` needs `project`.
+    `latest` needs `project`. A name that is not a valid version name (see `VERSION_NAME`) or a project id
+    that is not a positive integer is a ValueError, and nothing is created on disk by a failed lookup.
     """
+    if project is not None:
+        check_project_id(project)
     path = Path(spec)
-    if path.is_dir():
+    if _is_dir(path):
         return _resolve_dir(path)
-    name = str(spec)
+    name = check_version_name(str(spec))
     if data_dir is None:
         from backend.settings import get_settings
 
         data_dir = get_settings().llmaaa_data_dir
-    projects = data_dir / "projects"
+    projects = Path(data_dir) / "projects"
     if name == "latest":
         if project is None:
             raise ValueError("`latest` needs --project (which project's newest model?)")
-        from backend.student import model_store
-
-        latest = model_store(data_dir, project).latest()
-        if latest is None:
-            raise FileNotFoundError(f"project {project} has no model version in {projects / str(project)}")
-        name = latest
+        name = _latest_version(projects, project)
     pattern = f"{project}/models/{name}/manifest.json" if project is not None else f"*/models/{name}/manifest.json"
     hits = sorted(p.parent for p in projects.glob(pattern)) if projects.is_dir() else []
+    # Defence in depth: the name cannot climb out, and a symlinked version may not lead out either.
+    root = projects.resolve()
+    for hit in hits:
+        if not hit.resolve().is_relative_to(root):
+            raise ValueError(f"model version {hit} resolves outside {root}; pass its directory instead")
     if len(hits) > 1:
         owners = ", ".join(h.parent.parent.name for h in hits)
         raise ValueError(f"model version {name!r} is ambiguous: it exists in projects {owners}; pass --project "

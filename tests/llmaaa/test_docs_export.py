@@ -97,11 +97,11 @@ def test_export_is_a_standard_checkpoint_with_a_model_card(exported: Path, versi
 def test_export_refuses_to_overwrite_and_the_cli_works(version_dir: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m"
-    assert main(["export-model", str(version_dir), "--out", str(out)]) == 0
+    assert main(["export-model", "--model", str(version_dir), "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["exported"] == str(out)
-    assert main(["export-model", str(version_dir), "--out", str(out)]) == 2
+    assert main(["export-model", "--model", str(version_dir), "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
-    assert main(["export-model", str(version_dir), "--out", str(out), "--force"]) == 0
+    assert main(["export-model", "--model", str(version_dir), "--out", str(out), "--force"]) == 0
     assert not list(tmp_path.glob(".m.tmp-*"))
 
 
@@ -139,7 +139,7 @@ def test_pipeline_without_llmaaa_gives_the_spans_of_llmaaa_extract(exported: Pat
     inp = tmp_path / "docs.jsonl"
     inp.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in RAW_DOCS.items()), encoding="utf-8")
     out = tmp_path / "entities.jsonl"
-    assert main(["extract", "--model", str(version_dir), "--input", str(inp), "--output", str(out),
+    assert main(["extract", "--model", str(version_dir), "--input", str(inp), "--out", str(out),
                  "--no-progress"]) == 0
     extracted = {r["doc_id"]: r["entities"] for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
     assert sum(map(len, extracted.values())) >= 8  # an empty comparison would prove nothing

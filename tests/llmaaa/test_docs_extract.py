@@ -239,6 +239,61 @@ def test_model_lookup_by_directory_name_and_project(data_dir: Path) -> None:
         resolve_model(data_dir)
 
 
+def test_version_names_cannot_reach_outside_the_data_dir(data_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A complete model version beside (not inside) the data directory, reachable by `..` from the glob.
+    vdir = data_dir / "projects" / "1" / "models" / ModelStore(data_dir / "projects" / "1" / "models").latest()
+    outside = data_dir.parent / "outside" / "vX"
+    shutil.copytree(vdir, outside, dirs_exist_ok=True)
+    monkeypatch.chdir(tmp_path)  # so the relative spec is not a directory from the working directory
+    try:
+        specs = ("../../../../outside/vX", "../../../outside/vX", "*/../../../outside/vX", "v*", "/no/such/vX")
+        for spec in specs:
+            with pytest.raises(ValueError, match="version name"):
+                resolve_model(spec, data_dir)
+        # A symlinked version that leads out of the data directory is refused too.
+        link = data_dir / "projects" / "3" / "models" / "vlink"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(outside, target_is_directory=True)
+        with pytest.raises(ValueError, match="outside"):
+            resolve_model("vlink", data_dir)
+    finally:
+        shutil.rmtree(data_dir / "projects" / "3", ignore_errors=True)
+        shutil.rmtree(outside.parent)
+
+
+def test_overlong_names_and_bad_projects_are_clear_errors_without_side_effects(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = sorted(p.relative_to(data_dir) for p in data_dir.rglob("*"))
+    with pytest.raises(ValueError, match="5000 characters"):
+        resolve_model("v" * 5000, data_dir)
+    for bad in (-1, 0, True, 2**31, 10**300):
+        with pytest.raises(ValueError, match="project id"):
+            resolve_model("latest", data_dir, project=bad)
+    with pytest.raises(FileNotFoundError, match="project 7 has no model"):
+        resolve_model("latest", data_dir, project=7)
+    assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*")) == before  # no projects/-1, /7, /True
+
+    monkeypatch.setenv("LLMAAA_DATA_DIR", str(data_dir))
+    from backend.settings import get_settings
+
+    get_settings.cache_clear()
+    inp = tmp_path / "in.txt"
+    inp.write_text("Aspirin .", encoding="utf-8")
+    try:
+        assert main(["extract", "--model", "a" * 5000, "--input", str(inp), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and "version name" in err and "Traceback" not in err and len(err) < 1000
+        with pytest.raises(SystemExit) as exit_info:  # argparse rejects it before anything runs
+            main(["extract", "--model", "latest", "--project", "-1", "--input", str(inp), "--out", "-"])
+        assert exit_info.value.code == 2 and "project id" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+    assert sorted(p.relative_to(data_dir) for p in data_dir.rglob("*")) == before
+    assert not (tmp_path / "o").exists()
+
+
 def test_extract_cli_end_to_end(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LLMAAA_DATA_DIR", str(data_dir))
@@ -253,7 +308,7 @@ def test_extract_cli_end_to_end(data_dir: Path, tmp_path: Path, monkeypatch: pyt
     latest = ModelStore(data_dir / "projects" / "1" / "models").latest()
     for fmt in ("jsonl", "conll", "label-studio"):
         out = tmp_path / f"out.{fmt}"
-        code = main(["extract", "--model", str(latest), "--input", str(inp), "--output", str(out), "--format", fmt,
+        code = main(["extract", "--model", str(latest), "--input", str(inp), "--out", str(out), "--format", fmt,
                      "--no-progress"])
         captured = capsys.readouterr()
         assert code == 0 and out.exists()
@@ -267,7 +322,7 @@ def test_extract_cli_end_to_end(data_dir: Path, tmp_path: Path, monkeypatch: pyt
         for e in r["entities"]:
             assert docs[r["doc_id"]][e["start"] : e["end"]] == e["text"] and e["model_version"] == latest
     assert not list(tmp_path.glob(".out*"))  # no temporary file left behind
-    assert main(["extract", "--model", "nope", "--input", str(inp), "--output", str(tmp_path / "x")]) == 2
+    assert main(["extract", "--model", "nope", "--input", str(inp), "--out", str(tmp_path / "x")]) == 2
     get_settings.cache_clear()
 
 

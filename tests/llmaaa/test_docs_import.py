@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ from llmaaa.documents import (
     sentence_spans,
     split_passages,
 )
-from tests.conftest import BC5CDR_LABELS
+from tests.conftest import BC5CDR_LABELS, REPO
 from tests.llmaaa.docs_support import FakeLabelStudio
 
 # ------------------------------------------------------------------------------------------ splitting
@@ -166,6 +169,22 @@ def test_csv_with_bad_bytes_keeps_the_rows_before(tmp_path: Path) -> None:
     assert [d.text for d in iter_documents(missing, text_field="body")] == ["x"]
 
 
+def test_csv_field_limit_is_raised_only_while_reading(tmp_path: Path) -> None:
+    # Importing the module leaves csv's process-wide limit alone (a fresh interpreter shows it).
+    code = "import csv; d = csv.field_size_limit(); import llmaaa.documents; print(d, csv.field_size_limit())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    default, after_import = proc.stdout.split()
+    assert after_import == default == "131072", proc.stderr[-2000:]
+    # Reading still accepts fields far beyond the default, and the limit is back between rows.
+    path = tmp_path / "big.csv"
+    big = "Aspirin " * 40_000  # 320 kB, over the 128 KiB default
+    path.write_text(f"id,text\n1,{big}\n2,Short.\n", encoding="utf-8")
+    docs = iter_documents(path)
+    first = next(docs)
+    assert first.text == big and csv.field_size_limit() == int(default)
+    assert [d.doc_id for d in docs] == ["2"] and csv.field_size_limit() == int(default)
+
+
 # ------------------------------------------------------------------------------------------ tasks
 def test_tasks_are_slices_keyed_by_document_and_offset() -> None:
     doc = Document("pmid-9", "  Aspirin (ASA) 100 mg.\n\nIt caused asthma in 2/10 pts.  ", "x", {"year": 1999})
@@ -208,13 +227,13 @@ def test_reimporting_the_same_documents_leaves_the_task_count_unchanged(collecti
 def test_import_docs_cli_writes_a_label_studio_tasks_file(collection: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tasks.json"
-    assert main(["import-docs", str(collection), "--out", str(out)]) == 0
+    assert main(["import-docs", "--input", str(collection), "--out", str(out)]) == 0
     tasks = json.loads(out.read_text(encoding="utf-8"))
     assert tasks and all(set(t) == {"data"} for t in tasks)
     assert {"text", "doc_id", "doc_offset", "ref_id"} <= set(tasks[0]["data"])
     err = capsys.readouterr().err
     assert "latin1.txt" in err and "figure.png" in err and "empty.txt" in err
-    assert main(["import-docs", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert main(["import-docs", "--input", str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 
 def test_setup_project_docs_imports_once(collection: Path, monkeypatch: pytest.MonkeyPatch,
