@@ -25,6 +25,7 @@ from backend.composition import Services
 from backend.labelstudio import LabelStudioError
 from backend.project_snapshot import ProjectSnapshot, read_project, split_verified
 from backend.queue_publisher import QueueItem, publish_queue, round_version, unannotated_with_labels
+from backend.retrier import mark_status
 from backend.settings import Settings
 from backend.student import StudentHandle, load_latest_student
 from backend.suspects import suspect_scores
@@ -125,6 +126,10 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = 
     outcomes = annotator.annotate_tasks(selected, concurrency=settings.llm_concurrency, progress=progress)
     head = [QueueItem(int(t["id"]), snapshot.text_of(t) or "", o.spans)
             for t, o in zip(selected, outcomes, strict=True) if o.ok]
+    try:
+        mark_status(ls, labels, selected, outcomes, settings.llm_retry_max_attempts)
+    except Exception as exc:  # noqa: BLE001 - the status column is advisory; the queue is what matters
+        log.warning("project %s: could not write llm_status: %s", project_id, exc)
     if not head:
         raise LabelStudioError(f"the LLM annotated none of the {len(selected)} selected tasks; queue unchanged")
     rest = unannotated_with_labels(snapshot.unlabeled, labels.all(), snapshot.schema.value_key,

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # The training recipe (training.trainer.RECIPES); empty = "l2rw" when RETRAIN_REWEIGHT, else "plain".
     retrain_recipe_name: str = Field(default="", validation_alias=AliasChoices("retrain_recipe"))
     student_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when available
+    # Failed LLM calls are asked again in the background (backoff base·2^(n−1), capped), this many times.
+    llm_retry_max_attempts: int = 6
+    llm_retry_base_delay_s: float = 30.0
+    llm_retry_interval_s: float = 15.0  # how often the retrier looks for due tasks; 0 = off
 
     @property
     def retrain_recipe(self) -> str:
