@@ -19,8 +19,8 @@ class SentenceEmbedder:
     def __init__(self, path: str | Path | None = None, max_length: int = 128) -> None:
         configure_threads()
         self.path = resolve_encoder(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModel.from_pretrained(self.path).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).eval()
         self.max_length = max_length
         self._lock = threading.Lock()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-# Nothing may reach a model hub: every load is from a local directory.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Nothing may reach a model hub: every path is checked to be a local checkpoint directory
+# (`resolve_encoder`) and loaded with `local_files_only=True`, so no environment variable has to be
+# set at import time.
 
 
 def default_encoder_path() -> Path:

@@ -28,6 +28,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer, PreTrai
 from transformers.utils import logging as hf_logging
 
 from training.data import Example
+from training.device import mixed_precision, resolve_device
 from training.encoder import configure_threads, resolve_encoder
 from training.spans import Span, bio_to_token_chunks, spans_to_token_bio
 
@@ -85,6 +86,10 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _as_device(device: str | torch.device | None) -> torch.device:
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
 class StudentTagger:
     """A local `AutoModelForTokenClassification` checkpoint with IOB2 labels over entity types."""
 
@@ -113,22 +118,37 @@ class StudentTagger:
         encoder: str | Path | None = None,
         max_length: int = 256,
         attn_implementation: str | None = None,
+        device: str | torch.device = "cpu",
     ) -> StudentTagger:
-        """A fresh head (random init from the current torch seed) on a pretrained local encoder."""
+        """A fresh head (random init from the current torch seed) on a pretrained local encoder.
+
+        `device` is "cpu" by default (a name for `training.device.resolve_device`, or a torch device);
+        the head is drawn on the CPU first, so the same seed gives the same head on every device.
+        """
         path = resolve_encoder(encoder)
         labels = bio_labels(entity_types)
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModelForTokenClassification.from_pretrained(
                 path,
+                local_files_only=True,
                 num_labels=len(labels),
                 id2label=dict(enumerate(labels)),
                 label2id={lab: i for i, lab in enumerate(labels)},
                 ignore_mismatched_sizes=True,  # an existing tagger with other labels is a valid encoder
                 **kwargs,
             )
-        return cls(model.eval(), tokenizer, labels, max_length)
+        return cls(model.eval().to(_as_device(device)), tokenizer, labels, max_length)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> StudentTagger:
+        """Move the model (in place) to `device`; returns self."""
+        self.model.to(_as_device(device))
+        return self
 
     def save(self, directory: str | Path) -> None:
         """Write model, tokenizer and `labels.json` into `directory` (created if missing)."""
@@ -141,16 +161,24 @@ class StudentTagger:
         (directory / LABELS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: str | Path) -> StudentTagger:
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> StudentTagger:
+        """Load a saved tagger onto `device` (None: `STUDENT_DEVICE`, default auto = CUDA if available).
+
+        `from_pretrained` reads the weights onto the CPU (its map location), whatever device they were
+        trained on, and only then are they moved, so a GPU-trained model loads on a CPU-only server.
+        """
         directory = Path(directory)
         meta = json.loads((directory / LABELS_FILE).read_text(encoding="utf-8"))
+        target = _as_device(device)
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForTokenClassification.from_pretrained(directory)
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            model = AutoModelForTokenClassification.from_pretrained(
+                directory, local_files_only=True
+            )
         if model.config.num_labels != len(meta["labels"]):
             raise ValueError(f"{directory}: {LABELS_FILE} has {len(meta['labels'])} labels, model has "
                              f"{model.config.num_labels}")
-        return cls(model.eval(), tokenizer, meta["labels"], int(meta.get("max_length", 256)))
+        return cls(model.eval().to(target), tokenizer, meta["labels"], int(meta.get("max_length", 256)))
 
     @property
     def entity_types(self) -> list[str]:
@@ -228,12 +256,17 @@ class StudentTagger:
         self, texts: Sequence[str], batch_size: int, with_embeddings: bool
     ) -> tuple[list[np.ndarray], np.ndarray | None]:
         """Word marginals (and pooled embeddings) for every text, in input order, in one pass."""
-        encoded = self.encode_texts(texts)
-        marginals: list[np.ndarray] = [np.empty((0, len(self.labels)), np.float32)] * len(texts)
+        return self.infer_encoded(self.encode_texts(texts), batch_size, with_embeddings)
+
+    def infer_encoded(
+        self, encoded: Sequence[EncodedText], batch_size: int = 32, with_embeddings: bool = False
+    ) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """`_infer` on texts tokenised already (the trainer's dev set is tokenised once, not per epoch)."""
+        marginals: list[np.ndarray] = [np.empty((0, len(self.labels)), np.float32)] * len(encoded)
         hidden = int(self.model.config.hidden_size)
-        embeddings = np.zeros((len(texts), hidden), dtype=np.float32) if with_embeddings else None
+        embeddings = np.zeros((len(encoded), hidden), dtype=np.float32) if with_embeddings else None
         # Length bucketing: neighbours in sorted order pad to nearly the same width.
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         with self._lock:
             was_training = self.model.training
             self.model.eval()
@@ -252,12 +285,13 @@ class StudentTagger:
         embeddings: np.ndarray | None,
     ) -> None:
         """Fill `marginals` (and `embeddings`) in place, batch by batch in `order`."""
-        with torch.inference_mode():
+        device = self.device
+        with torch.inference_mode(), mixed_precision(device):
             for s in range(0, len(order), batch_size):
                 idx = list(order[s : s + batch_size])
-                batch = self.collate([encoded[i] for i in idx])
+                batch = {k: v.to(device) for k, v in self.collate([encoded[i] for i in idx]).items()}
                 out = self.model(**batch, output_hidden_states=embeddings is not None)
-                probs = torch.softmax(out.logits.float(), dim=-1).numpy()
+                probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
                 for r, i in enumerate(idx):
                     first = np.asarray(encoded[i].word_first, dtype=np.int64)
                     rows = np.tile(self._o_row, (len(first), 1))
@@ -268,7 +302,7 @@ class StudentTagger:
                     last = out.hidden_states[-1]
                     mask = batch["attention_mask"].unsqueeze(-1).to(last.dtype)
                     pooled = (last * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                    embeddings[idx] = torch.nn.functional.normalize(pooled, dim=-1).float().numpy()
+                    embeddings[idx] = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
 
     def decode(self, text: str, marginals: np.ndarray) -> list[Span]:
         """Argmax tag per word, IOB2 chunks over words, one span per chunk.

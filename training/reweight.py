@@ -13,9 +13,17 @@ Two ways to compute g, equal up to floating point:
 
 - `reference_weights`: the literal recipe, a virtual step built with `create_graph=True` and a
   second backward to ε (what `higher` did in the LLMaAA code);
-- `fast_weights` (default): the exact closed form at ε = 0, −gᵢ = ⟨α ⊙ ∇θ L_meta, ∇θ ℓᵢ⟩, i.e. the
+- `fast_weights`: the exact closed form at ε = 0, −gᵢ = ⟨α ⊙ ∇θ L_meta, ∇θ ℓᵢ⟩, i.e. the
   Jacobian of the per-sentence loss vector times one tangent: one meta backward and one
   forward-mode JVP, no second-order graph.
+
+The trainer's step fuses the JVP into the real step's forward (`losses_and_alignments`), and may
+give each labelled token its own weight instead of each sentence (`granularity="token"`): the JVP of
+the per-token loss matrix costs the same as that of the per-sentence vector.
+
+Beside the pure L2RW weights, `uniform_weights` are the weights under which Σ wᵢ ℓᵢ is exactly the
+plain token-mean loss (sentence i weighs its share of labelled tokens), and `mix_weights` blends the
+two: w = (1 − α)·uniform + α·L2RW, so α = 0 is plain training.
 
 Deviation from the paper: all meta computations run without dropout (eval mode). The paper's
 meta forward used a fresh dropout mask, which only adds noise to the weights.
@@ -24,7 +32,7 @@ meta forward used a fresh dropout mask, which only adds noise to the weights.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -38,11 +46,20 @@ from training.model import IGNORE_INDEX
 Batch = Mapping[str, torch.Tensor]  # input_ids, attention_mask, [token_type_ids], labels
 Method = Literal["jvp", "reference"]
 METHODS: tuple[str, ...] = ("jvp", "reference")
+Granularity = Literal["sentence", "token"]
+GRANULARITIES: tuple[str, ...] = ("sentence", "token")
 
 
 def _full_precision(logits: torch.Tensor) -> torch.Tensor:
     # Half-precision logits are upcast for the loss; float64 stays float64 (tight equality tests).
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def per_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy at every position, shape `(n, length)`; 0 where the label is ignored."""
+    return nn.functional.cross_entropy(
+        _full_precision(logits).transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
 
 
 def per_sentence_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -86,11 +103,44 @@ def step_sizes(model: nn.Module, encoder_lr: float, head_lr: float) -> dict[str,
     }
 
 
-def normalise_weights(neg_grad: torch.Tensor) -> torch.Tensor:
-    """Positive part, normalised to sum 1; an all-non-positive vector becomes all zeros."""
+def normalise_weights(neg_grad: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Positive part, normalised to sum 1; an all-non-positive vector becomes all zeros.
+
+    Any shape: a `(n,)` vector of sentences or a `(n, length)` matrix of tokens, where `mask`
+    (True at labelled positions) keeps ignored positions at exactly 0.
+    """
     w = neg_grad.detach().clamp(min=0)
+    if mask is not None:
+        w = w * mask.to(w.dtype)
     total = w.sum()
     return w / total if total > 0 else torch.zeros_like(w)
+
+
+def uniform_weights(labels: torch.Tensor, granularity: Granularity = "sentence") -> torch.Tensor:
+    """The weights of plain training: Σ w ⊙ losses equals `token_mean_loss` (up to rounding).
+
+    Per token: 1/N at each of the batch's N labelled positions. Per sentence: nᵢ/N, the share of
+    labelled tokens (not 1/batch), because the sentence losses are themselves token means.
+    """
+    mask = (labels != IGNORE_INDEX).to(torch.float32)
+    per = mask if granularity == "token" else mask.sum(1)
+    return per / mask.sum().clamp(min=1.0)
+
+
+def mix_weights(l2rw: torch.Tensor, uniform: torch.Tensor, alpha: float) -> torch.Tensor:
+    """w = (1 − α)·uniform + α·L2RW; α = 0 returns `uniform` itself (bit for bit plain training)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"mix alpha must be in [0, 1], not {alpha}")
+    if alpha == 0.0:
+        return uniform
+    if alpha == 1.0:
+        return l2rw
+    return (1.0 - alpha) * uniform.to(l2rw.dtype) + alpha * l2rw
+
+
+def sentence_totals(weights: torch.Tensor) -> torch.Tensor:
+    """Per-sentence weight: itself for sentence weights, the sum over its tokens for token weights."""
+    return weights if weights.dim() == 1 else weights.sum(1)
 
 
 @contextlib.contextmanager
@@ -137,6 +187,26 @@ def reference_weights(model: nn.Module, train_batch: Batch, meta_batch: Batch,
     return normalise_weights(-reference_meta_gradient(model, train_batch, meta_batch, alphas))
 
 
+def meta_gradient(model: nn.Module, meta_batches: Sequence[Batch]) -> dict[str, torch.Tensor]:
+    """∇θ of the token-mean loss over all of `meta_batches` together, without dropout.
+
+    Accumulated batch by batch (each contributes its summed CE over the total token count), so a
+    whole verified set is one exact gradient without holding every activation at once.
+    """
+    params = _trainable(model)
+    total = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in meta_batches)
+    grads: dict[str, torch.Tensor] = {n: torch.zeros_like(p) for n, p in params.items()}
+    with no_dropout(model):
+        for batch in meta_batches:
+            logits = model(**model_inputs(batch)).logits
+            summed = per_token_losses(logits, batch["labels"]).sum() / max(total, 1)
+            parts = torch.autograd.grad(summed, list(params.values()), allow_unused=True)
+            for (name, _), g in zip(params.items(), parts, strict=True):
+                if g is not None:
+                    grads[name].add_(g)
+    return grads
+
+
 def meta_tangent(model: nn.Module, meta_batch: Batch, alphas: Mapping[str, float]) -> dict[str, torch.Tensor]:
     """`α ⊙ ∇θ L_meta(θ)` without dropout: the direction the JVP projects every sentence onto."""
     params = _trainable(model)
@@ -165,10 +235,11 @@ def sentence_alignments(model: nn.Module, train_batch: Batch,
     return tangent_out
 
 
-def losses_and_alignments(model: nn.Module, train_batch: Batch,
-                          tangent: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def losses_and_alignments(model: nn.Module, train_batch: Batch, tangent: Mapping[str, torch.Tensor],
+                          granularity: Granularity = "sentence") -> tuple[torch.Tensor, torch.Tensor]:
     """One forward in the model's current mode giving both the per-sentence losses (with their
     backward graph, for the real step) and their JVP along `tangent` (the sentence alignments).
+    With `granularity="token"` both are `(n, length)` per-token matrices (0 at ignored positions).
 
     This is what the trainer's default step uses: the real step needs that forward anyway, so
     the alignments cost only the tangent half of a JVP. In train mode the alignments are those of
@@ -178,7 +249,8 @@ def losses_and_alignments(model: nn.Module, train_batch: Batch,
     with fwAD.dual_level(), sdpa_kernel([SDPBackend.MATH]):
         dual = {n: fwAD.make_dual(p, tangent[n]) for n, p in params.items()}
         logits = functional_call(model, dual, args=(), kwargs=model_inputs(train_batch)).logits
-        losses = per_sentence_losses(logits, train_batch["labels"])
+        loss_fn = per_token_losses if granularity == "token" else per_sentence_losses
+        losses = loss_fn(logits, train_batch["labels"])
         primal, alignments = fwAD.unpack_dual(losses)
     if alignments is None:  # no parameter reaches the loss along the tangent
         alignments = torch.zeros_like(primal)

@@ -36,7 +36,7 @@ def test_early_stopping_returns_best_epoch(tiny_encoder: Path) -> None:
     train_set = synthetic_set(48, seed=1, prefix="t")
     # A dev set that contradicts the training labels: the better the model fits, the higher its loss.
     dev_set = synthetic_set(16, seed=2, prefix="d", flip_every=1)
-    config = TrainConfig(**FAST, max_epochs=10, patience=1, reweight=False, seed=3)
+    config = TrainConfig(**FAST, max_epochs=10, patience=1, reweight=False, seed=3, early_stop="loss")
     result = train(train_set, dev_set, config, encoder=tiny_encoder, progress=False)
     m = result.metrics
     curve = m["dev_loss_curve"]
