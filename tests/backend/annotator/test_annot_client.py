@@ -10,6 +10,7 @@ import pytest
 from annot_fakes import API_KEY, FakeLLM, reply, sleep_then, status
 
 from backend.annotator.client import LLMCallError, LLMClient, entities_json_schema
+from backend.metrics import Registry
 
 MESSAGES = [{"role": "system", "content": "be an NER system"}, {"role": "user", "content": "Input: x\nOutput:"}]
 SCHEMA = entities_json_schema(["Chemical", "Disease"])
@@ -147,3 +148,48 @@ def test_api_key_never_in_errors_reprs_or_logs(fake_llm: FakeLLM, caplog: pytest
     assert API_KEY not in repr(client)
     assert API_KEY not in caplog.text
     assert "***" in str(info.value)
+
+
+# ---------------------------------------------------------------------- one retry policy, counted (issue 12)
+
+
+def test_retries_and_errors_are_counted_by_kind_and_status(fake_llm: FakeLLM) -> None:
+    metrics = Registry()
+    fake_llm.script = [status(429), status(503), status(500), reply("[]")]
+    client = make_client(fake_llm, metrics=metrics)
+    assert client.complete(MESSAGES).attempts == 4
+    assert fake_llm.count == 4  # our loop only: the openai client retried nothing behind it
+    get = metrics.get
+    assert get("llmaaa_llm_errors_total", kind="rate_limited", status="429") == 1
+    assert get("llmaaa_llm_errors_total", kind="server_error", status="503") == 1
+    assert get("llmaaa_llm_retries_total", kind="server_error", status="500") == 1
+    assert get("llmaaa_llm_retries_total", kind="rate_limited", status="429") == 1
+    text = metrics.render()
+    assert 'llmaaa_llm_retries_total{kind="server_error",status="503"} 1.0' in text
+
+
+def test_a_final_failure_is_an_error_without_a_retry(fake_llm: FakeLLM) -> None:
+    metrics = Registry()
+    fake_llm.default = sleep_then(1.0, reply("[]"))
+    client = make_client(fake_llm, timeout=0.25, max_retries=1, metrics=metrics)
+    with pytest.raises(LLMCallError):
+        client.complete(MESSAGES)
+    assert metrics.get("llmaaa_llm_errors_total", kind="timeout", status="none") == 2
+    assert metrics.get("llmaaa_llm_retries_total", kind="timeout", status="none") == 1
+    fake_llm.default = status(401)
+    with pytest.raises(LLMCallError):
+        client.complete(MESSAGES)
+    assert metrics.get("llmaaa_llm_errors_total", kind="http_error", status="401") == 1
+    assert metrics.get("llmaaa_llm_retries_total", kind="http_error", status="401") == 0
+
+
+def test_retry_after_is_capped_by_backoff_max(fake_llm: FakeLLM) -> None:
+    fake_llm.script = [status(429, headers={"Retry-After": "3600"}), reply("[]")]
+    started = time.monotonic()
+    make_client(fake_llm, backoff_max=0.2).complete(MESSAGES)
+    assert time.monotonic() - started < 5  # an hour asked for, backoff_max honoured
+
+
+def test_finish_reason_is_returned(fake_llm: FakeLLM) -> None:
+    fake_llm.script = [reply('{"entities": [', finish_reason="length")]
+    assert make_client(fake_llm).complete(MESSAGES).finish_reason == "length"
