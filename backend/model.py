@@ -182,8 +182,8 @@ class NERBackendModel(MLBase):
             ls.projects.get(id=self.project_id)
         except Exception as exc:  # noqa: BLE001 - any failure leaves the project unconfirmed
             raise explain(exc, f"reading project {self.project_id}") from exc
-        self._confirmed = True
-        with self._labels_lock:
+        with self._labels_lock:  # with record_llm_label's check: no label is left behind in the list
+            self._confirmed = True
             pending, self._pending_labels = self._pending_labels, []
         for item in pending:
             self._put_label(*item)
@@ -317,11 +317,13 @@ class NERBackendModel(MLBase):
             return
         item = (int(task["id"]), task["data"][self.schema.value_key], list(outcome.spans),
                 self.annotator.model_version)
-        if not self.confirmed():
-            with self._labels_lock:
-                if len(self._pending_labels) < PENDING_LABELS_MAX:
-                    self._pending_labels.append(item)
-                    return
+        self.confirmed()  # a state directory written meanwhile by the CLI or a worker confirms it too
+        with self._labels_lock:
+            confirmed = self._confirmed
+            if not confirmed and len(self._pending_labels) < PENDING_LABELS_MAX:
+                self._pending_labels.append(item)  # until Label Studio confirms the project: see _confirm
+                return
+        if not confirmed:
             log.warning("project %s is not confirmed by Label Studio: LLM label of task %s not recorded",
                         self.project_id, task.get("id"))
             return

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_fakes import fake_app
 from flask.testing import FlaskClient
 
 from backend.app import create_app
 from backend.labeling_config import LabelSpec, build_label_config
 from backend.metrics import REGISTRY
+from backend.model import NERBackendModel
 from backend.settings import Settings
 from llmaaa.services import serve_in_thread
 from llmaaa.simulation.server import FaultConfig
@@ -156,3 +158,71 @@ def test_secrets_never_appear_in_settings_repr_or_logs(tmp_path: Path, llm_url: 
         client.post("/setup", json={"project": "3.1", "schema": CONFIG})
         client.post("/predict", json={"tasks": [task(1, dev_examples[0].text)], "project": 3})
     assert "sk-unit-secret" not in caplog.text
+
+
+# ---------------------------------------------------------------- malformed requests (issue 12, items 3 and 4)
+
+
+@pytest.fixture
+def fake_client(tmp_path: Path) -> FlaskClient:
+    return fake_app(tmp_path).test_client()
+
+
+@pytest.mark.parametrize("path, payload, word", [
+    ("/predict", {"tasks": [{"id": 1, "data": ["a text"]}], "project": 3, "label_config": CONFIG}, "data"),
+    ("/predict", {"tasks": [task(1, "x")], "project": 3, "label_config": CONFIG, "params": "x"}, "params"),
+    ("/predict", {"tasks": [task(1, "x")], "project": 3, "label_config": CONFIG, "params": {"context": 1}},
+     "context"),
+    ("/predict", {"tasks": [task(1, "x")], "project": 3, "label_config": 5}, "label_config"),
+    ("/predict", {"tasks": [task(1, "x")], "project": 3, "label_config": "<View/>"}, "labeling config"),
+    ("/setup", {"project": "3.1", "schema": "<View><Text name='t' value='$text'/></View>"}, "labeling config"),
+    ("/webhook", {"action": "START_TRAINING", "project": 60}, "project"),
+    ("/webhook", {"action": "START_TRAINING", "project": "60.1"}, "project"),
+    ("/webhook", {"action": "START_TRAINING", "project": {"id": 60, "label_config": "<View/>"}}, "labeling config"),
+    ("/webhook", {"action": "START_TRAINING", "project": {"id": 60, "label_config": 5}}, "label_config"),
+    ("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 60, "label_config": CONFIG},
+                  "task": {"id": 1, "data": []}, "annotation": {"id": 2}}, "task.data"),
+])
+def test_malformed_requests_get_a_json_4xx_naming_the_problem(fake_client: FlaskClient, path: str,
+                                                              payload: dict[str, Any], word: str) -> None:
+    resp = fake_client.post(path, json=payload)
+    assert resp.status_code == 400, resp.get_data(as_text=True)[:300]
+    assert word in resp.get_json()["error"]
+
+
+@pytest.mark.parametrize("project", [True, -5, 0, 10**300, "\u0663\u0664", 3.0, "60.1x"])
+def test_bad_project_ids_are_refused_and_create_nothing(tmp_path: Path, fake_client: FlaskClient,
+                                                        project: Any) -> None:
+    assert fake_client.post("/setup", json={"project": project, "schema": CONFIG}).status_code == 400
+    resp = fake_client.post("/predict", json={"tasks": [task(1, "aspirin")], "project": project,
+                                              "label_config": CONFIG})
+    assert resp.status_code == 400 and "project" in resp.get_json()["error"]
+    resp = fake_client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}})
+    assert resp.status_code == 400 and "project" in resp.get_json()["error"]
+    assert not (tmp_path / "projects").exists()
+    assert fake_client.application.config["MODELS"].all() == []
+
+
+def test_too_many_tasks_get_a_413_with_the_limit(tmp_path: Path) -> None:
+    client = fake_app(tmp_path, max_tasks_per_request=5).test_client()
+    resp = client.post("/predict", json={"tasks": [task(i, "x") for i in range(6)], "project": 3,
+                                         "label_config": CONFIG})
+    assert resp.status_code == 413 and "limit is 5" in resp.get_json()["error"]
+    ok = client.post("/predict", json={"tasks": [task(i, "aspirin") for i in range(5)], "project": 3,
+                                       "label_config": CONFIG})
+    assert ok.status_code == 200 and len(ok.get_json()["results"]) == 5
+
+
+def test_unexpected_errors_and_unknown_routes_answer_json(fake_client: FlaskClient,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(NERBackendModel, "predict", boom)
+    resp = fake_client.post("/predict", json={"tasks": [task(1, "x")], "project": 3, "label_config": CONFIG})
+    assert resp.status_code == 500 and resp.is_json and "RuntimeError" in resp.get_json()["error"]
+    assert "a bug" not in resp.get_json()["error"], "details stay in the log"
+    for method, path, code in [("get", "/nowhere", 404), ("get", "/predict", 405)]:
+        resp = getattr(fake_client, method)(path)
+        assert resp.status_code == code and resp.is_json and resp.get_json()["error"]
+    assert fake_client.get("/health").status_code == 200
