@@ -14,6 +14,8 @@ Commands (`llmaaa COMMAND --help` for options):
   simulate       the offline LLMaAA loop with a simulated teacher               llmaaa.simulate
   demo           Label Studio + simulated LLM + backend on BC5CDR               llmaaa.demo
   demo-annotate  submit gold annotations on a few demo tasks                    llmaaa.demo
+  local-llm      serve a real local LLM (GGUF, llama.cpp), OpenAI-compatible    llmaaa.local_llm
+  llm-eval       measure the annotator's prompt on a labelled dataset           llmaaa.llm_eval
 
 Conventions (docs/architecture.md, "CLI conventions"): named options only, `--out` for what a command
 writes, `--input` for the documents it reads, `--model` for a model, `--project` for a project id;
