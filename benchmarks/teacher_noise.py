@@ -1,6 +1,7 @@
 """The SIMULATED teacher's quality vs its noise knob: strict entity-level P/R/F1 on full dev splits.
 
     .venv/bin/python benchmarks/teacher_noise.py --out /tmp/teacher_noise.json
+    .venv/bin/python benchmarks/teacher_noise.py --kind systematic --split train --out /tmp/sys_noise.json
 
 Strict micro scores: a predicted entity counts only with the exact start, end and label of a gold one.
 Two readings of the same answers:
@@ -10,6 +11,7 @@ Two readings of the same answers:
   (`llmaaa simulate`, the backend) receives. It differs from "answer" when a mention occurs twice.
 Scores are means over `--seeds`. The noise values that give a target F1 (a ChatGPT-like teacher
 ≈ 0.70, a weak one ≈ 0.35) are found by bisection, using that F1 falls monotonically with noise.
+`--kind` picks the noise model: "random" (per occurrence) or "systematic" (per surface form).
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ def make_grounder(labels: Sequence[str]) -> Callable[[str, list[dict[str, str]]]
 
 
 def evaluate(examples: list[Example], noise: float, seeds: Sequence[int],
-             grounder: Callable[[str, list[dict[str, str]]], list[Span]] | None) -> dict[str, Any]:
+             grounder: Callable[[str, list[dict[str, str]]], list[Span]] | None,
+             kind: str = "random") -> dict[str, Any]:
     gold = [ex.spans for ex in examples]
     runs: dict[str, list[dict[str, float]]] = {"answer": [], "grounded": []}
     for seed in seeds:
-        teacher = SimulatedTeacher(examples, noise=noise, seed=seed)
+        teacher = SimulatedTeacher(examples, noise=noise, seed=seed, kind=kind)
         answers = [teacher.answer_spans(ex.text) or [] for ex in examples]
         runs["answer"].append(strict_prf(gold, answers))
         if grounder is not None:
@@ -86,9 +89,9 @@ def noise_for_f1(f1_at: Callable[[float], float], target: float, tol: float = 0.
     return round((lo + hi) / 2, 3)
 
 
-def run_dataset(name: str, examples: list[Example], seeds: Sequence[int]) -> dict[str, Any]:
+def run_dataset(name: str, examples: list[Example], seeds: Sequence[int], kind: str = "random") -> dict[str, Any]:
     grounder = make_grounder(label_set(examples))
-    rows = [evaluate(examples, n, seeds, grounder) for n in NOISES]
+    rows = [evaluate(examples, n, seeds, grounder, kind) for n in NOISES]
     view = "grounded" if grounder is not None else "answer"
     targets: dict[str, Any] = {}
     for v in ("answer", "grounded") if grounder is not None else ("answer",):
@@ -96,20 +99,25 @@ def run_dataset(name: str, examples: list[Example], seeds: Sequence[int]) -> dic
 
         def f1_at(noise: float, v: str = v, cache: dict[float, float] = cache) -> float:
             if noise not in cache:
-                cache[noise] = evaluate(examples, noise, seeds, grounder if v == "grounded" else None)[v]["f1"]
+                cache[noise] = evaluate(examples, noise, seeds, grounder if v == "grounded" else None, kind)[v]["f1"]
             return cache[noise]
 
         for tname, target in TARGETS.items():
             found = noise_for_f1(f1_at, target)
             targets.setdefault(v, {})[tname] = {
                 "target_f1": target, "noise": found,
-                "measured_f1": None if found is None else evaluate(examples, found, seeds, grounder)[v]["f1"]}
-    return {"dataset": name, "sentences": len(examples), "entities": sum(len(ex.spans) for ex in examples),
+                "measured_f1": None if found is None else evaluate(examples, found, seeds, grounder, kind)[v]["f1"],
+                "per_seed_f1": None if found is None else [
+                    evaluate(examples, found, [s], grounder, kind)[v]["f1"] for s in seeds]}
+    return {"dataset": name, "kind": kind, "sentences": len(examples),
+            "entities": sum(len(ex.spans) for ex in examples),
             "labels": label_set(examples), "rows": rows, "targets": targets, "primary_view": view}
 
 
 def markdown(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
-    lines = [f"Strict micro P/R/F1 of the simulated teacher (mean of seeds {','.join(map(str, seeds))}).", "",
+    kind = results[0].get("kind", "random") if results else "random"
+    lines = [f"Strict micro P/R/F1 of the simulated teacher, {kind} noise (mean of seeds {','.join(map(str, seeds))}).",
+             "",
              "| dataset | noise | answer P | answer R | answer F1 | grounded P | grounded R | grounded F1 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
@@ -126,7 +134,9 @@ def markdown(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
             cells = [res["dataset"], tname.replace("_", "-"), f"{target:.2f}"]
             for view in ("answer", "grounded"):
                 t = res["targets"].get(view, {}).get(tname)
-                cells.append("–" if not t or t["noise"] is None else f"{t['noise']:.3f} (F1 {t['measured_f1']:.3f})")
+                cells.append("–" if not t or t["noise"] is None else f"{t['noise']:.3f} (F1 {t['measured_f1']:.3f}"
+                             + (f"; seeds {min(t['per_seed_f1']):.3f}–{max(t['per_seed_f1']):.3f}"
+                                if t.get("per_seed_f1") else "") + ")")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -137,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--datasets", default="bc5cdr,conll2003")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated noise seeds (scores are their mean)")
+    parser.add_argument("--kind", choices=["random", "systematic"], default="random", help="noise model")
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON results")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -144,13 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         examples = load_split(args.data_root / name / f"{args.split}.jsonl")
-        results.append(run_dataset(name, examples, seeds))
+        results.append(run_dataset(name, examples, seeds, args.kind))
     elapsed = time.monotonic() - started
     print(markdown(results, seeds))
     print(f"\n({elapsed:.1f} s)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "teacher_noise", "simulation": True, "split": args.split,
-                                    "seeds": seeds, "seconds": round(elapsed, 1), "results": results},
+                                    "kind": args.kind, "seeds": seeds, "seconds": round(elapsed, 1),
+                                    "results": results},
                                    indent=2) + "\n", encoding="utf-8")
     return 0
 

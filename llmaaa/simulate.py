@@ -12,12 +12,16 @@ in-process. Its answers go through the same grounding as real LLM replies. Roles
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
+import importlib
+import inspect
 import json
 import logging
 import os
 import random
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from training.data import Example, label_set, load_split, sample
+from training.spans import Span
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +44,10 @@ class SimulationConfig:
     rounds: int = 9
     gold_size: int = 100
     teacher_noise: float = 0.3
-    reweight: bool = True
-    max_epochs: int = 10
-    patience: int = 3
+    # None: the recipe's value, or without a recipe the simulation's historical defaults (LEGACY_TRAIN).
+    reweight: bool | None = None
+    max_epochs: int | None = None
+    patience: int | None = None
     pool_size: int | None = None
     test_size: int | None = None
     seed: int = 42
@@ -53,6 +59,105 @@ class SimulationConfig:
     # Round 0 (the random seed set) is the same for every strategy, and training is seeded: a folder here
     # lets runs that differ only in strategy share round 0's model outputs instead of training it again.
     round0_cache: Path | None = None
+    # "random" / "systematic" simulated noise, or "llm": a real LLM (llmaaa.simulation.llm_teacher).
+    teacher_kind: str = "random"
+    # A preset of training.trainer.RECIPES, then TrainConfig fields set by name (after the fields above).
+    recipe: str | None = None
+    train_options: dict[str, Any] = field(default_factory=dict)
+    # Cumulative LLM-label counts after each round (e.g. [100, 300, 500, 1000, 2000]); replaces seed_size,
+    # round_size and rounds when given.
+    budgets: list[int] | None = None
+    # Continue from `progress.json` in `out` (written after every round) when it is for this configuration.
+    resume: bool = False
+    # What a round's budget counts (acquisition.cost): sentences, words a reviewer reads, or LLM tokens.
+    # round_size is in this unit; the seed set stays seed_size random sentences, so round 0 is shared.
+    budget_unit: str = "sentences"
+
+    def __post_init__(self) -> None:
+        if self.teacher_kind not in TEACHER_KINDS:
+            raise ValueError(f"teacher must be one of {TEACHER_KINDS}, not {self.teacher_kind!r}")
+        if self.budget_unit not in BUDGET_UNITS:
+            raise ValueError(f"budget unit must be one of {BUDGET_UNITS}, not {self.budget_unit!r}")
+        if self.budget_unit != "sentences" and self.budgets is not None:
+            raise ValueError("--budgets counts sentences; with --budget-unit words/tokens use --seed-size, "
+                             "--round-size (in the unit) and --rounds")
+        if self.budgets is not None:
+            b = list(self.budgets)
+            if not b or b[0] < 1 or any(y <= x for x, y in zip(b, b[1:], strict=False)):
+                raise ValueError(f"budgets must be positive and increasing, got {b}")
+            self.budgets, self.seed_size, self.rounds = b, b[0], len(b) - 1
+
+    def round_sizes(self) -> list[int]:
+        """LLM labels acquired after round r (r = 0 .. rounds-1)."""
+        if self.budgets is not None:
+            return [y - x for x, y in zip(self.budgets, self.budgets[1:], strict=False)]
+        return [self.round_size] * self.rounds
+
+
+TEACHER_KINDS = ("random", "systematic", "llm")
+BUDGET_UNITS = ("sentences", "words", "tokens")  # acquisition.cost.BUDGET_UNITS
+# What `llmaaa simulate` trained with before recipes existed; used when neither a recipe nor a value is given.
+LEGACY_TRAIN: dict[str, Any] = {"max_epochs": 10, "patience": 3, "reweight": True}
+
+
+def parse_train_options(pairs: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings -> TrainConfig field values of the field's type; unknown keys are an error."""
+    from training.trainer import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--train-option wants KEY=VALUE, got {pair!r}")
+        if key not in names:
+            raise ValueError(f"unknown training option {key!r}; TrainConfig fields: {', '.join(names)}")
+        out[key] = _coerce(raw.strip(), hints[key], key)
+    return out
+
+
+def _coerce(raw: str, typ: Any, key: str) -> Any:
+    args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if type(None) in typing.get_args(typ):  # Optional[X]
+        if raw.lower() in ("none", "null", ""):
+            return None
+        typ = args[0] if len(args) == 1 else str
+    if typing.get_origin(typ) is typing.Literal:
+        choices = {str(c): c for c in typing.get_args(typ)}
+        if raw not in choices:
+            raise ValueError(f"training option {key} must be one of {sorted(choices)}, got {raw!r}")
+        return choices[raw]
+    try:
+        if typ is bool:
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return low in ("true", "1", "yes", "on")
+        if typ in (int, float, str):
+            return typ(raw)
+    except ValueError:
+        raise ValueError(f"training option {key} wants a {getattr(typ, '__name__', typ)}, got {raw!r}") from None
+    return raw  # another type: passed through as given, TrainConfig validates it
+
+
+def build_train_config(cfg: SimulationConfig) -> Any:
+    """The TrainConfig of a run: recipe preset (or LEGACY_TRAIN), then explicit fields, then train_options."""
+    from training import trainer
+
+    explicit = {k: v for k, v in (("max_epochs", cfg.max_epochs), ("patience", cfg.patience),
+                                  ("reweight", cfg.reweight), ("batch_size", cfg.batch_size or None))
+                if v is not None}
+    overrides = {**explicit, **cfg.train_options, "seed": cfg.seed}
+    if cfg.recipe is None:
+        return trainer.TrainConfig(**{**LEGACY_TRAIN, **overrides})
+    recipes = getattr(trainer, "RECIPES", None)
+    if recipes is None or not hasattr(trainer.TrainConfig, "from_recipe"):
+        raise ValueError("--recipe needs training.trainer.RECIPES and TrainConfig.from_recipe, not in this version")
+    if cfg.recipe not in recipes:
+        raise ValueError(f"unknown recipe {cfg.recipe!r}; known: {', '.join(sorted(recipes))}")
+    return trainer.TrainConfig.from_recipe(cfg.recipe, **overrides)
 
 
 def register(sub: Any) -> None:
@@ -65,11 +170,20 @@ def register(sub: Any) -> None:
     p.add_argument("--rounds", type=int, default=9, help="acquisition rounds; 0 trains once on the seed set")
     p.add_argument("--gold-size", type=int, default=100, help="human-verified sentences (from dev)")
     p.add_argument("--teacher-noise", type=float, default=0.3, help="simulated LLM noise in [0, 1]")
+    p.add_argument("--teacher", choices=TEACHER_KINDS, default="random",
+                   help="random / systematic simulated noise, or llm: a real LLM (llmaaa.simulation.llm_teacher)")
+    p.add_argument("--budgets", type=_int_list,
+                   help="cumulative LLM labels per round, e.g. 100,300,500,1000,2000 (replaces --seed-size, "
+                        "--round-size and --rounds)")
+    p.add_argument("--recipe", help="training preset of training.trainer.RECIPES (e.g. recipe, plain, l2rw)")
+    p.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a TrainConfig field (repeatable), e.g. --train-option max_epochs=40")
     rw = p.add_mutually_exclusive_group()
-    rw.add_argument("--reweight", dest="reweight", action="store_true", default=True)
+    rw.add_argument("--reweight", dest="reweight", action="store_true", default=None,
+                    help="default: the recipe's, or on without a recipe")
     rw.add_argument("--no-reweight", dest="reweight", action="store_false")
-    p.add_argument("--max-epochs", type=int, default=10)
-    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--max-epochs", type=int, help=f"default: the recipe's, or {LEGACY_TRAIN['max_epochs']}")
+    p.add_argument("--patience", type=int, help=f"default: the recipe's, or {LEGACY_TRAIN['patience']}")
     p.add_argument("--pool-size", type=int, help="subsample the unlabeled pool (quick runs)")
     p.add_argument("--test-size", type=int, help="subsample the test split (quick runs)")
     p.add_argument("--seed", type=int, default=42)
@@ -79,20 +193,43 @@ def register(sub: Any) -> None:
     p.add_argument("--gold-only", action="store_true",
                    help="baseline: train on the gold set alone (no LLM labels, no acquisition)")
     p.add_argument("--batch-size", type=int, help="training batch size (default: the trainer's)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last finished round (OUT/progress.json)")
     p.add_argument("--round0-cache", type=Path,
                    help="folder to share round 0 (the same random seed set) between runs that differ in strategy")
+    p.add_argument("--budget-unit", choices=BUDGET_UNITS, default="sentences",
+                   help="what --round-size counts: sentences, words a reviewer reads, or estimated LLM tokens "
+                        "(the seed set stays --seed-size sentences)")
     p.set_defaults(func=cmd_simulate)
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from None
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        train_options = parse_train_options(args.train_option)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     cfg = SimulationConfig(
         data=args.data, out=args.out, strategy=args.strategy, seed_size=args.seed_size,
         round_size=args.round_size, rounds=args.rounds, gold_size=args.gold_size,
         teacher_noise=args.teacher_noise, reweight=args.reweight, max_epochs=args.max_epochs,
         patience=args.patience, pool_size=args.pool_size, test_size=args.test_size, seed=args.seed,
         encoder=args.encoder, demo_aware=args.demo_aware, gold_only=args.gold_only, batch_size=args.batch_size,
-        round0_cache=args.round0_cache,
+        round0_cache=args.round0_cache, teacher_kind=args.teacher, recipe=args.recipe, train_options=train_options,
+        budgets=args.budgets, resume=args.resume, budget_unit=args.budget_unit,
     )
+    try:
+        build_train_config(cfg)  # a bad recipe or option fails here, before any data is loaded
+    except (ValueError, TypeError) as exc:
+        log.error("%s", exc)
+        return 2
     results = run_simulation(cfg)
     print(json.dumps({"teacher": results["teacher"], "final": results["final"]}, indent=2))
     return 0
@@ -110,14 +247,14 @@ class Teacher:
     """The simulated LLM, answered in-process and grounded like a real reply."""
 
     def __init__(self, pool: list[Example], labels: list[str], noise: float, seed: int,
-                 gold: list[Example], demo_aware: bool, k: int = 5) -> None:
+                 gold: list[Example], demo_aware: bool, k: int = 5, kind: str = "random") -> None:
         from backend.annotator.parsing import ground
         from backend.labeling_config import LabelSchema, LabelSpec
         from llmaaa.simulation.teacher import SimulatedTeacher
 
         self._ground = ground
         self.schema = LabelSchema("label", "text", "text", [LabelSpec(lab, lab) for lab in labels])
-        self.sim = SimulatedTeacher(pool, noise=noise, seed=seed, demo_aware=demo_aware)
+        self.sim = SimulatedTeacher(pool, noise=noise, seed=seed, demo_aware=demo_aware, kind=kind)
         self.demo_aware = demo_aware
         self.k = k
         self.calls = 0
@@ -143,6 +280,50 @@ class Teacher:
         pairs = self.sim.answer(ex.text, demo_surface_forms=self._demo_surfaces(ex.text)) or []
         grounded = self._ground(ex.text, [(p["span"], p["type"]) for p in pairs], self.schema)
         return Example(ex.id, ex.text, list(grounded.spans), ex.tokens)
+
+
+def make_teacher(cfg: SimulationConfig, pool: list[Example], labels: list[str], gold: list[Example]) -> Any:
+    """The teacher of `cfg.teacher_kind`: anything with `.label(ex) -> Example | None` (None: not annotated)."""
+    if cfg.teacher_kind in ("random", "systematic"):
+        return Teacher(pool, labels, cfg.teacher_noise, cfg.seed, gold, cfg.demo_aware, kind=cfg.teacher_kind)
+    try:
+        module = importlib.import_module("llmaaa.simulation.llm_teacher")
+    except ModuleNotFoundError as exc:
+        if exc.name != "llmaaa.simulation.llm_teacher":
+            raise
+        raise ValueError("--teacher llm needs llmaaa.simulation.llm_teacher, which this version lacks") from None
+    cls = getattr(module, "LLMTeacher", None)
+    if cls is None:
+        raise ValueError("llmaaa.simulation.llm_teacher defines no LLMTeacher class")
+    # Its constructor is the module's business: pass what this loop knows, by the names it asks for.
+    known = {"labels": labels, "gold": gold, "demos": gold, "pool": pool, "seed": cfg.seed}
+    params = inspect.signature(cls).parameters
+    teacher = cls(**{k: v for k, v in known.items() if k in params})
+    error = getattr(module, "LLMTeacherError", None)
+    return _FailedCallIsNotAnnotated(teacher, error) if isinstance(error, type) else teacher
+
+
+class _FailedCallIsNotAnnotated:
+    """A teacher whose `label` raises `error` on a failed LLM call: that sentence becomes None (not annotated)."""
+
+    def __init__(self, teacher: Any, error: type[BaseException]) -> None:
+        self.teacher, self.error = teacher, error
+
+    @property
+    def calls(self) -> int:
+        return int(getattr(self.teacher, "calls", 0))
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        if hasattr(self.teacher, "calls"):
+            self.teacher.calls = value
+
+    def label(self, ex: Example) -> Example | None:
+        try:
+            return self.teacher.label(ex)
+        except self.error as exc:
+            log.warning("LLM teacher failed on %s: %s (not annotated)", ex.id, exc)
+            return None
 
 
 def same_spans(a: Example, b: Example) -> bool:
@@ -178,13 +359,44 @@ def weight_diagnostics(weights: dict[str, float], label_is_correct: dict[str, bo
 
 
 # Fields that do not change round 0: what happens after it, and where results go.
-_NOT_ROUND0 = {"out", "strategy", "rounds", "round_size", "round0_cache"}
+_NOT_ROUND0 = {"out", "strategy", "rounds", "round_size", "round0_cache", "budgets", "resume", "budget_unit"}
+# Keyed by the TrainConfig they resolve to instead (so `--max-epochs 10` and the default share round 0).
+_TRAINING_FIELDS = {"reweight", "max_epochs", "patience", "batch_size", "recipe", "train_options"}
+PROGRESS = "progress.json"
+
+
+def run_key(cfg: SimulationConfig) -> str:
+    """What a run's outcome depends on (not where it is written): a resumed run must have the same."""
+    key = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+           if k not in ("out", "round0_cache", "resume")}
+    key["train_config"] = asdict(build_train_config(cfg))
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def load_progress(cfg: SimulationConfig) -> dict[str, Any] | None:
+    path = cfg.out / PROGRESS
+    if not cfg.resume or not path.exists():
+        return None
+    progress = json.loads(path.read_text())
+    if progress.get("key") != run_key(cfg):
+        log.warning("%s is for another configuration; starting afresh", path)
+        return None
+    return progress
+
+
+def save_progress(cfg: SimulationConfig, progress: dict[str, Any]) -> None:
+    tmp = cfg.out / f".{PROGRESS}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"key": run_key(cfg), **progress}))
+    os.replace(tmp, cfg.out / PROGRESS)  # atomic: a kill mid-write leaves the previous round's file
 
 
 def round0_cache_file(cfg: SimulationConfig) -> Path | None:
     if cfg.round0_cache is None:
         return None
-    key = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in _NOT_ROUND0}
+    key = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
+           if k not in _NOT_ROUND0 | _TRAINING_FIELDS}
+    # The resolved training configuration (recipe preset + options), so a changed recipe is another round 0.
+    key["train_config"] = asdict(build_train_config(cfg))
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cfg.round0_cache / f"round0-{digest}.npz"
 
@@ -213,11 +425,40 @@ def load_round0(path: Path, unlabeled_ids: list[str]) -> tuple[dict[str, Any], A
                 PoolOutputs([], z["labeled_embeddings"]))
 
 
+def effort(texts: list[str]) -> dict[str, int]:
+    """Effort so far for the LLM-labeled texts: words a reviewer reads and estimated LLM tokens."""
+    from acquisition.cost import TokenCost, WordCost
+
+    return {"words": int(WordCost().costs(texts).sum()), "llm_tokens": int(TokenCost().costs(texts).sum())}
+
+
+def mc_outputs(strategy: Any, model: Any, texts: list[str], seed: int) -> list[np.ndarray] | None:
+    """MC-dropout passes on the head when the strategy reads them (BALD), else None: the model's own
+    `mc_head_marginals(texts, seed=)` if it has one, else `training.mc_dropout.mc_head_marginals`."""
+    if not strategy.needs_mc_marginals:
+        return None
+    if hasattr(model, "mc_head_marginals"):
+        return model.mc_head_marginals(texts, seed=seed)
+    from training.mc_dropout import mc_head_marginals
+
+    return mc_head_marginals(model, texts, seed=seed)
+
+
+def select_round(strategy: Any, pool_data: Any, budget: int, unit: str, texts: list[str],
+                 rng: np.random.Generator) -> np.ndarray:
+    """A round's picks: `budget` sentences, or a batch within `budget` words / tokens (acquisition.cost)."""
+    if unit == "sentences":
+        return strategy.select(pool_data, min(budget, pool_data.n), rng=rng)
+    from acquisition.cost import get_cost_model, select_within_budget
+
+    return select_within_budget(strategy, pool_data, budget, get_cost_model(unit).costs(texts), rng)
+
+
 def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
     from acquisition import get_strategy
     from acquisition.base import PoolData
     from training.metrics import entity_scores
-    from training.trainer import TrainConfig, train
+    from training.trainer import train
 
     started = time.time()
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -227,11 +468,7 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
     pool = sample(pool_all, cfg.pool_size, cfg.seed)
     gold = pick_gold(dev, cfg.gold_size, cfg.seed)
     labels = label_set(pool_all + dev)
-    train_cfg_kwargs: dict[str, Any] = {"max_epochs": cfg.max_epochs, "patience": cfg.patience,
-                                        "reweight": cfg.reweight, "seed": cfg.seed}
-    if cfg.batch_size:
-        train_cfg_kwargs["batch_size"] = cfg.batch_size
-    train_cfg = TrainConfig(**train_cfg_kwargs)
+    train_cfg = build_train_config(cfg)
 
     def evaluate(model: Any) -> dict[str, float]:
         preds = model.predict([ex.text for ex in test])
@@ -240,27 +477,59 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
 
     rounds: list[dict[str, Any]] = []
     if cfg.gold_only:
-        result = train(gold, gold, TrainConfig(**{**train_cfg_kwargs, "reweight": False}), labels=labels,
+        result = train(gold, gold, dataclasses.replace(train_cfg, reweight=False), labels=labels,
                        encoder=cfg.encoder)
         final = evaluate(result.model)
         rounds.append({"round": 0, "labels": 0, "gold": len(gold), **final, "train": result.metrics})
         teacher_scores = {"f1": None, "precision": None, "recall": None, "labels": 0}
     else:
-        teacher = Teacher(pool, labels, cfg.teacher_noise, cfg.seed, gold, cfg.demo_aware)
+        teacher = make_teacher(cfg, pool, labels, gold)
         rng = np.random.default_rng(cfg.seed)
         order = rng.permutation(len(pool))
-        labeled_idx: list[int] = [int(i) for i in order[: cfg.seed_size]]
-        llm_labels: dict[int, Example] = {i: teacher.label(pool[i]) for i in labeled_idx}
+        llm_labels: dict[int, Example] = {}
+        not_annotated: set[int] = set()  # a failed LLM call: not trained on, not asked again
+
+        def annotate(idx: list[int]) -> list[int]:
+            for i in idx:
+                ex = teacher.label(pool[i])
+                if ex is None:
+                    not_annotated.add(i)
+                else:
+                    llm_labels[i] = ex
+            return [i for i in idx if i in llm_labels]
+
+        round_sizes = cfg.round_sizes()
+        progress = load_progress(cfg)
+        start_round = 0
+        if progress is not None:
+            # The labels as the teacher gave them (a real LLM is not asked twice), in acquisition order.
+            index = {ex.id: i for i, ex in enumerate(pool)}
+            labeled_idx = []
+            for pid, spans in progress["labeled"]:
+                i = index[pid]
+                labeled_idx.append(i)
+                llm_labels[i] = Example(pool[i].id, pool[i].text, [Span(a, b, lab) for a, b, lab in spans],
+                                        pool[i].tokens)
+            not_annotated.update(index[pid] for pid in progress["not_annotated"])
+            rounds, start_round = progress["rounds"], progress["next_round"]
+            if hasattr(teacher, "calls"):
+                teacher.calls = progress.get("teacher_calls", teacher.calls)
+            final = {k: rounds[-1][k] for k in ("precision", "recall", "f1")}
+            log.info("resuming at round %d with %d LLM labels", start_round, len(labeled_idx))
+        else:
+            labeled_idx = annotate([int(i) for i in order[: cfg.seed_size]])
         strategy = get_strategy(cfg.strategy)
-        final = {}
+        final = final if progress is not None else {}
         cache_file = round0_cache_file(cfg) if cfg.rounds > 0 else None
-        for r in range(cfg.rounds + 1):
-            unlabeled = [i for i in range(len(pool)) if i not in llm_labels]
-            cached = load_round0(cache_file, [pool[i].id for i in unlabeled]) if r == 0 and cache_file else None
+        for r in range(start_round, cfg.rounds + 1):
+            unlabeled = [i for i in range(len(pool)) if i not in llm_labels and i not in not_annotated]
+            # A cached round 0 has no model to draw MC-dropout passes from: BALD trains it.
+            cached = (load_round0(cache_file, [pool[i].id for i in unlabeled])
+                      if r == 0 and cache_file and not strategy.needs_mc_marginals else None)
             if cached is not None:
                 record, outputs, labeled_out = cached
                 final = {k: record[k] for k in ("precision", "recall", "f1")}
-                rounds.append({**record, "from_cache": True})
+                rounds.append({**record, **effort([pool[i].text for i in labeled_idx]), "from_cache": True})
                 log.info("round 0: %d LLM labels, test F1 %.4f (shared round 0 from %s)", len(labeled_idx),
                          final["f1"], cache_file)
             else:
@@ -268,7 +537,12 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
                 result = train(train_set, gold, train_cfg, labels=labels, encoder=cfg.encoder)
                 final = evaluate(result.model)
                 rounds.append({"round": r, "labels": len(labeled_idx), **final,
+                               **effort([pool[i].text for i in labeled_idx]),
+                               "teacher_f1": float(entity_scores(
+                                   [pool[i].spans for i in labeled_idx], [llm_labels[i].spans for i in labeled_idx],
+                                   [pool[i].text for i in labeled_idx])["f1"]),
                                "best_epoch": result.metrics.get("best_epoch"),
+                               "epochs": result.metrics.get("epochs"),
                                "train_seconds": result.metrics.get("train_time_s")})
                 if result.sentence_weights:
                     rounds[-1]["weights"] = weight_diagnostics(
@@ -281,26 +555,34 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
                     break
                 outputs = result.model.pool_outputs([pool[i].text for i in unlabeled])
                 labeled_out = result.model.pool_outputs([pool[i].text for i in labeled_idx])
+                mc = mc_outputs(strategy, result.model, [pool[i].text for i in unlabeled], cfg.seed + r)
                 if r == 0 and cache_file:
                     save_round0(cache_file, rounds[-1], [pool[i].id for i in unlabeled], outputs, labeled_out)
-            k = min(cfg.round_size, len(unlabeled))
             pool_data = PoolData(marginals=outputs.marginals, embeddings=outputs.embeddings,
                                  ids=[pool[i].id for i in unlabeled],
-                                 labeled_embeddings=labeled_out.embeddings)
-            picked = strategy.select(pool_data, k, rng=np.random.default_rng(cfg.seed + r + 1))
-            for j in picked:
-                i = unlabeled[int(j)]
-                labeled_idx.append(i)
-                llm_labels[i] = teacher.label(pool[i])
+                                 labeled_embeddings=labeled_out.embeddings,
+                                 mc_marginals=mc if cached is None else None)
+            picked = select_round(strategy, pool_data, round_sizes[r], cfg.budget_unit,
+                                  [pool[i].text for i in unlabeled], np.random.default_rng(cfg.seed + r + 1))
+            labeled_idx += annotate([unlabeled[int(j)] for j in picked])
+            save_progress(cfg, {"next_round": r + 1, "rounds": rounds,
+                                "labeled": [[pool[i].id, [[s.start, s.end, s.label] for s in llm_labels[i].spans]]
+                                            for i in labeled_idx],
+                                "not_annotated": [pool[i].id for i in sorted(not_annotated)],
+                                "teacher_calls": getattr(teacher, "calls", None)})
         produced = list(llm_labels.items())
         t = entity_scores([pool[i].spans for i, _ in produced], [ex.spans for _, ex in produced],
                           [pool[i].text for i, _ in produced])
         teacher_scores = {"f1": float(t["f1"]), "precision": float(t["precision"]),
-                          "recall": float(t["recall"]), "labels": len(produced), "calls": teacher.calls}
+                          "recall": float(t["recall"]), "labels": len(produced),
+                          "calls": getattr(teacher, "calls", len(produced) + len(not_annotated)),
+                          "kind": cfg.teacher_kind, "not_annotated": len(not_annotated)}
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    # The values trained with (a recipe's, or LEGACY_TRAIN), where the report and the plot look for them.
+    config.update(reweight=train_cfg.reweight, max_epochs=train_cfg.max_epochs, patience=train_cfg.patience)
     results = {"teacher": teacher_scores, "rounds": rounds, "final": final, "config": config,
-               "gold_size": len(gold), "pool_size": len(pool), "test_size": len(test),
-               "seconds": round(time.time() - started, 1)}
+               "train_config": asdict(train_cfg), "gold_size": len(gold), "pool_size": len(pool),
+               "test_size": len(test), "seconds": round(time.time() - started, 1)}
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2))
     plot_learning_curve(results, cfg.out / "learning_curve.png")
     return results

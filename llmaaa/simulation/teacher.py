@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from llmaaa.simulation.noise import NoiseModel
+from llmaaa.simulation.noise import NOISE_KINDS, NoiseModel, SystematicNoiseModel, make_noise_model
 from training.data import Example, label_set
 from training.spans import Span
 
@@ -81,12 +81,15 @@ class SimulatedTeacher:
     """Answers NER queries for known sentences with noisy gold entities (a SIMULATION of an LLM).
 
     `examples`: sentences with gold spans (the first example wins when a text occurs twice);
-    `noise`, `seed`, `demo_aware`: see `llmaaa.simulation.noise`. Wrong-type errors draw from the
+    `noise`, `seed`, `demo_aware`: see `llmaaa.simulation.noise`; `kind`: "random" (errors drawn per
+    occurrence) or "systematic" (errors tied to the surface form). Wrong-type errors draw from the
     labels that occur in `examples` unless `labels` is given.
     """
 
     def __init__(self, examples: Iterable[Example], noise: float, seed: int = 0, demo_aware: bool = False,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None, kind: str = "random") -> None:
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"noise kind must be one of {NOISE_KINDS}, not {kind!r}")
         self._gold: dict[str, list[Span]] = {}
         self._by_squashed: dict[str, str] = {}
         conflicts = 0
@@ -101,11 +104,15 @@ class SimulatedTeacher:
             log.info("simulated teacher: %d repeated texts with different gold spans; the first is used",
                      conflicts)
         self.labels = sorted(labels) if labels is not None else label_set(examples)
-        self.model = NoiseModel(self.labels, noise, seed, demo_aware)
+        self.model: NoiseModel | SystematicNoiseModel = make_noise_model(kind, self.labels, noise, seed, demo_aware)
 
     @property
     def noise(self) -> float:
         return self.model.noise
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
 
     @property
     def seed(self) -> int:

@@ -126,3 +126,30 @@ def test_first_example_wins_for_a_repeated_text() -> None:
     teacher = SimulatedTeacher([first, second], noise=0.0, labels=["Chemical", "Disease"])
     assert teacher.answer(text) == [{"span": "Aspirin", "type": "Chemical"}]
     assert len(teacher) == 1
+
+
+def inconsistent_form_share(teacher: SimulatedTeacher, dev: list[Example]) -> float:
+    """Share of repeated gold forms answered differently across occurrences (missed once, typed another time...)."""
+    seen: dict[str, set[str | None]] = {}
+    counts: dict[str, int] = {}
+    for ex in dev:
+        replies = teacher.answer(ex.text) or []
+        for s in ex.spans:
+            form = ex.text[s.start : s.end]
+            whole = sorted({r["type"] for r in replies if r["span"] == form})
+            seen.setdefault(form.lower(), set()).add(",".join(whole) or None)
+            counts[form.lower()] = counts.get(form.lower(), 0) + 1
+    repeated = [f for f, n in counts.items() if n > 1]
+    assert len(repeated) > 50
+    return sum(len(seen[f]) > 1 for f in repeated) / len(repeated)
+
+
+def test_systematic_teacher_repeats_its_answer_for_a_surface_form(dev: list[Example]) -> None:
+    systematic = SimulatedTeacher(dev, noise=0.6, seed=3, kind="systematic")
+    assert systematic.kind == "systematic" and SimulatedTeacher(dev, noise=0.6).kind == "random"
+    # A form is answered whole with one type every time, or never (missed or cut); a few forms have two
+    # gold types, or an extension blocked in one sentence, so not exactly 0.
+    assert inconsistent_form_share(systematic, dev) < 0.05
+    assert inconsistent_form_share(SimulatedTeacher(dev, noise=0.6, seed=3), dev) > 0.3
+    with pytest.raises(ValueError, match="noise kind"):
+        SimulatedTeacher(dev, noise=0.6, kind="chaotic")
