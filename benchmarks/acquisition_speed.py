@@ -2,6 +2,9 @@
 
     # ours only (the project venv has no small-text):
     .venv/bin/python benchmarks/acquisition_speed.py
+    # only the issue-15 strategies, plus the word-budget table, no head-to-head:
+    .venv/bin/python benchmarks/acquisition_speed.py --strategies least_confidence bald density_hybrid \
+        --skip-full-head-to-head --small-k 0
     # side by side with small-text 1.4.1 (separate venv, no torch; see docs/acquisition.md):
     /tmp/bench-smalltext/bin/python benchmarks/acquisition_speed.py
 
@@ -23,7 +26,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -44,8 +47,10 @@ from acquisition import (  # noqa: E402
     HybridSampling,
     KMeansSampling,
     PoolData,
+    QueryStrategy,
     get_strategy,
     min_sq_distances,
+    select_within_budget,
 )
 
 try:
@@ -55,6 +60,20 @@ try:
     SMALL_TEXT: str | None = version("small-text")
 except ImportError:
     SMALL_TEXT = None
+
+
+def make_mc(marginals: list[np.ndarray], passes: int, seed: int) -> list[np.ndarray]:
+    """`passes` noisy copies of each sentence's marginals, (passes, n_words, 5) float32: stand-ins for
+    MC-dropout passes (log-probabilities plus N(0, 0.5²) noise per pass, renormalised)."""
+    rng = np.random.default_rng(seed + 1)
+    lengths = np.array([m.shape[0] for m in marginals])
+    logp = np.log(np.concatenate(marginals))
+    out = np.empty((passes, *logp.shape), dtype=np.float32)
+    for t in range(passes):
+        z = logp + 0.5 * rng.standard_normal(logp.shape, dtype=np.float32)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        out[t] = z / z.sum(axis=1, keepdims=True)
+    return np.split(out, np.cumsum(lengths)[:-1], axis=1)
 
 
 def make_data(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -170,18 +189,48 @@ def fmt_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def ours_table(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, k: int) -> list[str]:
+ALL_STRATEGIES = ("random", "entropy", "least_confidence", "mnlp", "kmeans", "coreset", "hybrid", "hybrid-kmeans++",
+                  "weighted_hybrid", "bald", "density_hybrid")
+
+
+def _strategy(name: str) -> QueryStrategy:
+    return HybridSampling(diversity="kmeans++") if name == "hybrid-kmeans++" else get_strategy(name)
+
+
+def ours_table(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, k: int, names: Sequence[str]) -> list[str]:
     rows = [fmt_row(["strategy", "wall / CPU s", "coverage: max / mean / max incl. labeled"])]
     rows.append(fmt_row(["---"] * 3))
     print("\n".join(rows), flush=True)
-    strategies = [get_strategy(name) for name in
-                  ("random", "entropy", "least_confidence", "mnlp", "kmeans", "coreset", "hybrid")]
-    strategies += [HybridSampling(diversity="kmeans++"), get_strategy("weighted_hybrid")]
-    for s in strategies:
+    for name in names:
+        s = _strategy(name)
         label = s.name if not isinstance(s, HybridSampling) else f"hybrid ({s.diversity}, beta={s.beta:g})"
-        secs, sel = timed(lambda s=s: s.select(pool, k, np.random.default_rng(0)), REPEAT)
+        # A fresh pool view per run, so a strategy's memoised scores (BALD) are timed, not reused.
+        secs, sel = timed(lambda s=s: s.select(fresh(pool), k, np.random.default_rng(0)), REPEAT)
         assert sel.shape == (k,) and np.unique(sel).size == k
         rows.append(fmt_row([label, str(secs), coverage(emb, sel, labeled)]))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def fresh(pool: PoolData) -> PoolData:
+    """The same arrays without the pool's memo (validation is skipped: the arrays are already checked)."""
+    copy = object.__new__(PoolData)
+    copy.__dict__.update({k: v for k, v in pool.__dict__.items() if k != "_memo"})
+    return copy
+
+
+def budget_table(pool: PoolData, words: np.ndarray, k: int, names: Sequence[str]) -> list[str]:
+    """Budgeted selection: a word budget of what k random items hold, filled greedily (acquisition.cost)."""
+    budget = float(np.round(words.mean() * k))
+    rows = [fmt_row(["strategy", f"wall / CPU s, budget {budget:,.0f} words", "items", "words used"]),
+            fmt_row(["---"] * 4)]
+    print("\n".join(rows), flush=True)
+    for name in names:
+        s = _strategy(name)
+        secs, sel = timed(lambda s=s: select_within_budget(s, fresh(pool), budget, words, np.random.default_rng(0)),
+                          REPEAT)
+        assert words[sel].sum() <= budget
+        rows.append(fmt_row([name, str(secs), f"{sel.size:,}", f"{words[sel].sum():,.0f}"]))
         print(rows[-1], flush=True)
     return rows
 
@@ -220,14 +269,21 @@ def head_to_head(
     return rows
 
 
-def run_ours(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, marginals: list[np.ndarray], k: int) -> None:
+def run_ours(pool: PoolData, emb: np.ndarray, labeled: np.ndarray, marginals: list[np.ndarray], k: int,
+             names: Sequence[str], budget_names: Sequence[str]) -> None:
     # Warm-up on a small slice so first-call costs (lazy imports, thread pools) are not timed.
+    mc = pool.mc_marginals[:300] if pool.mc_marginals is not None else None
     tiny = PoolData(ids=[str(i) for i in range(300)], marginals=marginals[:300], embeddings=emb[:300],
-                    labeled_embeddings=labeled)
-    for name in ("least_confidence", "kmeans", "coreset", "hybrid", "weighted_hybrid"):
-        get_strategy(name).select(tiny, 5)
+                    labeled_embeddings=labeled, mc_marginals=mc)
+    for name in names:
+        if mc is not None or not _strategy(name).needs_mc_marginals:
+            _strategy(name).select(tiny, 5)
     print(f"## Ours: select k={k:,} of n={pool.n:,}\n", flush=True)
-    ours_table(pool, emb, labeled, k)
+    ours_table(pool, emb, labeled, k, names)
+    if budget_names:
+        print(f"\n## Ours, within a word budget (what {k:,} random items hold), n={pool.n:,}\n", flush=True)
+        words = np.array([m.shape[0] for m in marginals], dtype=np.float64)
+        budget_table(pool, words, k, budget_names)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-full-head-to-head", action="store_true")
     ap.add_argument("--skip-ours", action="store_true", help="only run the head-to-head")
     ap.add_argument("--repeat", type=int, default=2, help="time ours as the best of this many runs")
+    ap.add_argument("--strategies", nargs="+", default=list(ALL_STRATEGIES), choices=ALL_STRATEGIES,
+                    help="which of ours to time (default: all)")
+    ap.add_argument("--budget-strategies", nargs="*", default=["random", "least_confidence", "bald",
+                                                               "density_hybrid"], choices=ALL_STRATEGIES,
+                    help="also time these within a word budget (acquisition.cost.select_within_budget)")
+    ap.add_argument("--mc-passes", type=int, default=10, help="MC-dropout passes for BALD (0: no BALD)")
     args = ap.parse_args(argv)
     global REPEAT
     REPEAT = max(1, args.repeat)
@@ -254,14 +316,23 @@ def main(argv: list[str] | None = None) -> None:
     emb, labeled, marginals = make_data(args.n, args.dim, args.seed)
     print(f"data: n={args.n:,} dim={args.dim} words={sum(m.shape[0] for m in marginals):,} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    names = [s for s in args.strategies if args.mc_passes >= 2 or not _strategy(s).needs_mc_marginals]
+    budget_names = [s for s in args.budget_strategies if s in names]
+    mc = None
+    if args.mc_passes >= 2 and any(_strategy(s).needs_mc_marginals for s in names + budget_names):
+        t0 = time.perf_counter()
+        mc = make_mc(marginals, args.mc_passes, args.seed)
+        print(f"MC passes: {args.mc_passes} per sentence ({time.perf_counter() - t0:.1f} s)", flush=True)
     t0 = time.perf_counter()
     pool = PoolData(ids=[str(i) for i in range(args.n)], marginals=marginals, embeddings=emb,
-                    labeled_embeddings=labeled)
+                    labeled_embeddings=labeled, mc_marginals=mc)
     _ = pool.flat_marginals
     print(f"PoolData validation + concatenation: {time.perf_counter() - t0:.2f} s\n", flush=True)
 
     if not args.skip_ours:
-        run_ours(pool, emb, labeled, marginals, args.k)
+        run_ours(pool, emb, labeled, marginals, args.k, names, budget_names)
+    if args.skip_full_head_to_head and args.small_k <= 0:
+        return
 
     print("\n## Head-to-head with small-text (same arrays, same 50 labeled rows for the coreset)\n")
     print(fmt_row(["task", "ours wall / CPU s", "small-text fn", "small-text wall / CPU s", "ratio st/ours",
@@ -270,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     data_args = (args.n, args.dim, args.seed)
     if not args.skip_full_head_to_head:
         head_to_head(emb, labeled, args.k, args.smalltext_timeout, data_args, None)
+    if args.small_k <= 0:
+        return
     if args.small_n is None or args.small_n >= args.n:
         head_to_head(emb, labeled, args.small_k, args.smalltext_timeout, data_args, None)
     else:
