@@ -66,6 +66,8 @@ def test_end_to_end(fixture: dict[str, Any], fake_llm: FakeLLM, schema: LabelSch
         assert fake_llm.count == 2
         row = ledger.summary()["m"]
         assert row["completion_tokens"] == 66 and row["calls"] == 2
+        last = json.loads(ledger.path.read_text(encoding="utf-8").splitlines()[-1])
+        assert last["ok"] is False and last["reason"] == expect
     else:
         assert outcome.ok, outcome.error
         got = sorted((TEXT[s.start : s.end], s.label) for s in outcome.spans)
