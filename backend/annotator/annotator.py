@@ -84,7 +84,7 @@ class LLMAnnotator:
         self.k = k
         self.domain = domain
         if max_chars is None:
-            from backend.settings import get_settings  # only when not given: tests and the CLI pass it
+            from backend.settings import get_settings  # lazily: a caller holding Settings passes it
 
             max_chars = get_settings().max_task_chars
         if max_chars < 1:
