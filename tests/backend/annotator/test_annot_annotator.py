@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +179,7 @@ def test_model_version_names_model_and_template(make: Any) -> None:
 
 def test_latency_of_many_is_concurrent(make: Any, fake_llm: FakeLLM) -> None:
     fake_llm.default = sleep_then(0.2, lexicon_llm)
-    started = time.monotonic()
-    make().annotate_many([f"aspirin {i}" for i in range(8)], concurrency=8, progress=False)
-    assert time.monotonic() - started < 0.2 * 8 / 2  # far below the serial 1.6 s
+    outcomes = make().annotate_many([f"aspirin {i}" for i in range(8)], concurrency=8, progress=False)
+    assert all(o.ok for o in outcomes)
+    # Overlap seen by the server, not wall-clock time: the machine may be loaded (the serial run is 1.6 s).
+    assert fake_llm.max_in_flight >= 3
