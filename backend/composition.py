@@ -29,8 +29,6 @@ from training.data import Example
 
 T = TypeVar("T")
 
-PROMPT_NAME = "ner"
-
 
 class Services:
     """Process-wide resources. Thread-safe: each one is built on first use, under one lock."""
@@ -75,7 +73,7 @@ class Services:
                                                         prices_file=self.settings.llm_prices_file))
 
     def template(self) -> PromptTemplate:
-        return self._once("template", lambda: PromptTemplate.load(PROMPT_NAME, _prompt_version()))
+        return self._once("template", PromptTemplate.default)
 
     def embedder(self) -> Any:
         """MiniLM sentence embeddings (heavy: loaded on first need, once per process)."""
@@ -113,7 +111,7 @@ class Services:
         s = self.settings
         return LLMAnnotator(client=self.llm_client(), schema=schema, template=self.template(),
                             cache=self.reply_cache(), ledger=self.ledger(), demo_index=demo_index, k=s.knn_k,
-                            domain=s.ner_domain)
+                            domain=s.ner_domain, max_chars=s.max_task_chars)
 
     def project_annotator(self, project_id: int, schema: LabelSchema,
                           demo_index: DemoIndex | None = None) -> ProjectAnnotator:
@@ -129,9 +127,3 @@ class LazyEmbedder:
     def embed(self, texts: list[str]) -> Any:
         return self.services.embedder().embed(texts)
 
-
-def _prompt_version() -> str:
-    # The newest template version is the default; older files stay for the record and the cache keys.
-    from backend.annotator import prompt
-
-    return str(getattr(prompt, "DEFAULT_TEMPLATE_VERSION", "v1"))

@@ -9,13 +9,18 @@ project's state directory, safe for several processes on one machine or a shared
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backend.local_sqlite import ThreadLocalSQLite
 from training.spans import Span
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS llm_labels (
     task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL)"""
@@ -75,3 +80,57 @@ class LLMLabelStore:
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM llm_labels").fetchone()[0])
+
+
+class DeferredLabelStore:
+    """An `LLMLabelStore` that writes nothing to disk until the project is confirmed by Label Studio.
+
+    Any client may name any project id in a web request; LLM outcomes of an unconfirmed project wait in
+    memory (at most `max_pending`, the rest are dropped with a warning) and are written once it is confirmed.
+    """
+
+    def __init__(self, open_store: Callable[[], LLMLabelStore], confirmed: Callable[[], bool],
+                 max_pending: int = 256) -> None:
+        self._open_store = open_store
+        self._confirmed = confirmed
+        self._store: LLMLabelStore | None = None
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+        self.max_pending = max_pending
+
+    def _real(self) -> LLMLabelStore | None:
+        with self._lock:
+            if self._store is None and self._confirmed():
+                self._store = self._open_store()
+                pending, self._pending = self._pending, []
+                for method, args in pending:
+                    getattr(self._store, method)(*args)
+            return self._store
+
+    def _write(self, method: str, *args: Any) -> Any:
+        store = self._real()
+        if store is not None:
+            return getattr(store, method)(*args)
+        with self._lock:
+            if len(self._pending) < self.max_pending:
+                self._pending.append((method, args))
+            else:
+                log.warning("project not confirmed by Label Studio: an LLM outcome was not recorded")
+        return None
+
+    def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
+        self._write("put", task_id, text, list(spans), source)
+
+    def record_failure(self, task_id: int, text: str, reason: str) -> int:
+        return int(self._write("record_failure", task_id, text, reason) or 1)
+
+    def forget_failure(self, task_id: int) -> None:
+        self._write("forget_failure", task_id)
+
+    def all(self) -> dict[int, tuple[str, list[Span]]]:
+        store = self._real()
+        return store.all() if store is not None else {}
+
+    def failures(self) -> dict[int, LLMFailure]:
+        store = self._real()
+        return store.failures() if store is not None else {}

@@ -25,8 +25,7 @@ PERMANENT_FAILURES = frozenset({"no_text", "too_long"})
 
 def failure_reason(outcome: AnnotationOutcome) -> str:
     """The reason word of a failed outcome (`timeout: no answer within 30 s` → `timeout`)."""
-    text = (outcome.error or "error").split(":", 1)[0].strip().lower().replace(" ", "_")
-    return text[:40] or "error"
+    return outcome.reason or "error"
 
 
 class ProjectAnnotator:
