@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Process-wide resources shared by every project: the LLM client, cache, ledger, embedder."""
 
-    def __init__(self, settings: Settings, client: ChatClient | None = None) -> None:
+    def __init__(self, settings: Settings, client: ChatClient | None = None, embedder: Any = None) -> None:
+        """`client` and `embedder` replace the configured LLM and MiniLM (tests, simulations)."""
         self.settings = settings
         data_dir = settings.llmaaa_data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ class Runtime:
         self.interactive_pool = ThreadPoolExecutor(max_workers=max(1, settings.llm_interactive_concurrency),
                                                    thread_name_prefix="llm-interactive")
         self._embedder_lock = threading.Lock()
-        self._embedder: Any = None
+        self._embedder: Any = embedder
         REGISTRY.add_collector(self._collect_costs)
 
     def lane(self, n_tasks: int) -> ThreadPoolExecutor:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flask import Flask
 
 from backend.annotator.client import Completion
@@ -19,6 +21,17 @@ from backend.settings import Settings
 CONFIG = build_label_config([LabelSpec("Chemical", "a drug or chemical"), LabelSpec("Disease", "a disease")])
 # Every reply claims this mention; grounding keeps it only where the text contains it.
 MENTION = "aspirin"
+
+
+class HashEmbedder:
+    """Bag-of-words vectors from hashed words: demo-index updates without loading MiniLM."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 32), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.split():
+                out[row, zlib.crc32(word.encode("utf-8", "replace")) % 32] += 1.0
+        return out + 1e-3  # never an all-zero row
 
 
 class FakeChat:
@@ -53,5 +66,5 @@ def fake_settings(data_dir: Path, **overrides: Any) -> Settings:
 def fake_app(data_dir: Path, chat: FakeChat | None = None, **overrides: Any) -> Flask:
     """The real app and registry, with the LLM replaced by `chat`, so nothing leaves the process."""
     settings = fake_settings(data_dir, **overrides)
-    registry = ModelRegistry(settings, runtime=Runtime(settings, client=chat or FakeChat()))
+    registry = ModelRegistry(settings, runtime=Runtime(settings, client=chat or FakeChat(), embedder=HashEmbedder()))
     return create_app(settings, registry)

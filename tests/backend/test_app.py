@@ -190,7 +190,8 @@ def test_malformed_requests_get_a_json_4xx_naming_the_problem(fake_client: Flask
     assert word in resp.get_json()["error"]
 
 
-@pytest.mark.parametrize("project", [True, -5, 0, 10**300, "\u0663\u0664", 3.0, "60.1x"])
+@pytest.mark.parametrize("project", [True, -5, 0, 10**300, "\u0663\u0664", 3.0, "60.1x"],
+                         ids=["true", "-5", "0", "10**300", "arabic-indic", "3.0", "60.1x"])
 def test_bad_project_ids_are_refused_and_create_nothing(tmp_path: Path, fake_client: FlaskClient,
                                                         project: Any) -> None:
     assert fake_client.post("/setup", json={"project": project, "schema": CONFIG}).status_code == 400
