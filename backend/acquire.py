@@ -20,6 +20,7 @@ import numpy as np
 
 from acquisition import PoolData, get_strategy, mix_suspects
 from acquisition.base import EmptyPoolError, MissingPoolDataError, QueryStrategy
+from acquisition.cost import WordCost, fill_budget, select_within_budget
 from acquisition.scoring import score_pool
 from backend.composition import Services
 from backend.labelstudio import LabelStudioError
@@ -70,13 +71,20 @@ class _PoolOutputs:
 
 
 def needs_marginals(strategy: QueryStrategy) -> bool:
-    """Whether the strategy reads the student's marginals (so cannot run before a first retrain)."""
-    return bool(getattr(strategy, "needs_marginals", False))
+    """Whether the strategy reads the student's outputs (marginals, or BALD's MC passes), so cannot run
+    before a first retrain."""
+    return bool(strategy.needs_student)
 
 
-def score_pool_data(services: Services, snapshot: ProjectSnapshot, student: StudentHandle | None
-                    ) -> tuple[PoolData, int]:
-    """PoolData for the snapshot's unlabeled tasks (in order), and how many tasks were scored now."""
+# MC-dropout passes on the student's head for strategies that read them (BALD): one encoder pass per task.
+MC_PASSES = 10
+
+
+def score_pool_data(services: Services, snapshot: ProjectSnapshot, student: StudentHandle | None,
+                    *, mc_passes: int = 0) -> tuple[PoolData, int]:
+    """PoolData for the snapshot's unlabeled tasks (in order), and how many tasks were scored now.
+
+    `mc_passes` > 0 adds `mc_marginals` from the student (training.mc_dropout; not cached)."""
     scorer: Any = student.model if student else _EmbeddingOnly(services.embedder())
     version_tag = student.version if student else "minilm-embeddings"
     cache_dir = services.paths(snapshot.project_id).pool_scores
@@ -87,16 +95,31 @@ def score_pool_data(services: Services, snapshot: ProjectSnapshot, student: Stud
     _, labeled_emb, _ = score_pool(scorer, [ex.id for ex in verified], [ex.text for ex in verified], version_tag,
                                    cache_dir)
     suspect = suspect_scores(ids, student.sentence_weights) if student and student.sentence_weights else None
+    mc = None
+    if mc_passes and student is not None:
+        from training.mc_dropout import mc_head_marginals
+
+        mc = mc_head_marginals(student.model, [snapshot.text_of(t) or "" for t in pool], passes=mc_passes)
     data = PoolData(ids=ids, marginals=marginals if student else None, embeddings=embeddings,
-                    labeled_embeddings=labeled_emb if verified else None, suspect_scores=suspect)
+                    labeled_embeddings=labeled_emb if verified else None, suspect_scores=suspect, mc_marginals=mc)
     return data, scored_now
 
 
-def select_tasks(pool: PoolData, strategy: QueryStrategy, batch: int, suspect_fraction: float, seed: int
-                 ) -> list[int]:
-    """Indices into the pool, label-first first."""
+def select_tasks(pool: PoolData, strategy: QueryStrategy, batch: int, suspect_fraction: float, seed: int,
+                 *, budget_words: int | None = None, texts: list[str] | None = None) -> list[int]:
+    """Indices into the pool, label-first first: `batch` tasks, or as many as fit in `budget_words` words
+    of `texts` (the pool's texts, in order; acquisition.cost, suspects included in the budget)."""
+    rng = np.random.default_rng(seed)
+    if budget_words is not None:
+        if texts is None or len(texts) != pool.n:
+            raise ValueError("a word budget needs the pool's texts, one per pool item")
+        costs = WordCost().costs(texts)
+        order = select_within_budget(strategy, pool, budget_words, costs, rng)
+        if pool.suspect_scores is not None and suspect_fraction > 0 and order.size:
+            order = fill_budget(mix_suspects(order, pool.suspect_scores, suspect_fraction), costs, budget_words)
+        return [int(i) for i in order]
     k = min(batch, pool.n)
-    order = strategy.select(pool, k, rng=np.random.default_rng(seed))
+    order = strategy.select(pool, k, rng=rng)
     if pool.suspect_scores is not None and suspect_fraction > 0:
         order = mix_suspects(order, pool.suspect_scores, suspect_fraction)[:k]
     return [int(i) for i in order]
@@ -105,8 +128,14 @@ def select_tasks(pool: PoolData, strategy: QueryStrategy, batch: int, suspect_fr
 def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = "hybrid", batch: int = 50,
                   suspect_fraction: float = 0.0, progress: bool = True, seed: int = 0,
                   strategy_options: dict[str, Any] | None = None, *, services: Services | None = None,
-                  snapshot: ProjectSnapshot | None = None, student: StudentHandle | None = None) -> AcquisitionReport:
-    """One round. The retrain job passes its snapshot and the student in memory, so nothing is read twice."""
+                  snapshot: ProjectSnapshot | None = None, student: StudentHandle | None = None,
+                  budget_words: int | None = None) -> AcquisitionReport:
+    """One round. The retrain job passes its snapshot and the student in memory, so nothing is read twice.
+
+    `budget_words`: select as many tasks as fit in that many words to review (instead of `batch` tasks)."""
+    if budget_words is not None and (isinstance(budget_words, bool) or not isinstance(budget_words, int)
+                                     or budget_words <= 0):
+        raise ValueError(f"budget_words must be a positive number of words, got {budget_words!r}")
     services = services or Services(settings)
     labels = services.llm_labels(project_id)
     snapshot = snapshot or read_project(ls, project_id, services.schema, labels.all())
@@ -118,8 +147,13 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = 
         raise MissingPoolDataError(
             f"strategy {strategy!r} needs a trained student model and project {project_id} has none yet; "
             "retrain first (Start training in Label Studio, or the webhook job), or use random/kmeans/coreset")
-    pool, scored_now = score_pool_data(services, snapshot, student)
-    selected = [snapshot.unlabeled[i] for i in select_tasks(pool, chooser, batch, suspect_fraction, seed)]
+    pool, scored_now = score_pool_data(services, snapshot, student,
+                                       mc_passes=MC_PASSES if chooser.needs_mc_marginals else 0)
+    texts = [snapshot.text_of(t) or "" for t in snapshot.unlabeled]
+    picks = select_tasks(pool, chooser, batch, suspect_fraction, seed, budget_words=budget_words, texts=texts)
+    if not picks:
+        raise EmptyPoolError(f"no unlabeled task of project {project_id} fits in {budget_words} words")
+    selected = [snapshot.unlabeled[i] for i in picks]
 
     demos = services.demo_index(split_verified(snapshot.verified, settings.retrain_holdout_fraction).meta)
     annotator = services.project_annotator(project_id, snapshot.schema, demos)

@@ -1,0 +1,46 @@
+"""`select_tasks` with a word budget: what `llmaaa acquire --budget-words` selects, suspects included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acquisition import PoolData, get_strategy
+from backend.acquire import needs_marginals, select_tasks
+
+TEXTS = ["one", "two words", "three words here", "a b c d", "e f g h i", "x y"]
+
+
+def _pool(suspects: np.ndarray | None = None) -> PoolData:
+    rng = np.random.default_rng(0)
+    marginals = [rng.dirichlet(np.ones(3), size=len(t.split())) for t in TEXTS]
+    return PoolData(ids=[str(i) for i in range(len(TEXTS))], marginals=marginals,
+                    embeddings=rng.standard_normal((len(TEXTS), 4)), suspect_scores=suspects)
+
+
+def test_a_word_budget_selects_what_fits_in_strategy_order() -> None:
+    pool = _pool()
+    lc = get_strategy("least_confidence")
+    ranking = np.argsort(-lc.scores(pool), kind="stable").tolist()
+    picks = select_tasks(pool, lc, batch=50, suspect_fraction=0.0, seed=0, budget_words=7, texts=TEXTS)
+    words = [len(TEXTS[i].split()) for i in picks]
+    assert sum(words) <= 7 and picks == [i for i in ranking if i in picks]
+    left = 7 - sum(words)
+    assert all(len(TEXTS[i].split()) > left for i in range(len(TEXTS)) if i not in picks)
+    # Without a budget the batch is still `batch` tasks.
+    assert len(select_tasks(pool, lc, batch=3, suspect_fraction=0.0, seed=0)) == 3
+
+
+def test_suspects_share_the_word_budget() -> None:
+    pool = _pool(suspects=np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.9]))
+    picks = select_tasks(pool, get_strategy("random"), batch=50, suspect_fraction=0.5, seed=1, budget_words=6,
+                         texts=TEXTS)
+    assert sum(len(TEXTS[i].split()) for i in picks) <= 6
+    # With fraction 0.5 every second slot is a suspect's: the 2-word suspect is among the first two picks.
+    assert 5 in picks[:2]
+
+
+def test_a_word_budget_needs_the_texts_and_bald_needs_a_student() -> None:
+    with pytest.raises(ValueError, match="needs the pool's texts"):
+        select_tasks(_pool(), get_strategy("random"), 5, 0.0, 0, budget_words=5)
+    assert needs_marginals(get_strategy("bald")) and not needs_marginals(get_strategy("kmeans"))
