@@ -49,11 +49,13 @@ def register(sub: Any) -> None:
     acquire = sub.add_parser("acquire", help="one acquisition round: score, select, LLM-annotate, reorder the queue")
     acquire.add_argument("--project", type=project_id, required=True, metavar="ID")
     acquire.add_argument("--strategy", default="hybrid", help="random, entropy, least_confidence, mnlp, kmeans, "
-                         "coreset, hybrid, weighted_hybrid")
+                         "coreset, hybrid, weighted_hybrid, bald, density_hybrid")
     acquire.add_argument("--batch", type=positive_int, default=50)
     acquire.add_argument("--suspect-fraction", type=float, default=0.0,
                          help="share of the queue given to LLM labels the student distrusts (low learned weight)")
     acquire.add_argument("--seed", type=int, default=0)
+    acquire.add_argument("--budget-words", type=positive_int, metavar="N",
+                         help="select the tasks that fit in N words to review (acquisition.cost) instead of --batch")
     acquire.set_defaults(func=cmd_acquire)
 
     worker = sub.add_parser("worker", help="an RQ worker that runs retrain jobs (run several to scale out)")
@@ -190,7 +192,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
 
     try:
         report = acquire_round(_ls_from_settings(), args.project, get_settings(), args.strategy, args.batch,
-                               args.suspect_fraction, progress=True, seed=args.seed)
+                               args.suspect_fraction, progress=True, seed=args.seed,
+                               budget_words=args.budget_words)
     except (LabelStudioError, AcquisitionError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
