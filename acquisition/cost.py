@@ -39,10 +39,10 @@ __all__ = [
 BudgetUnit = Literal["sentences", "words", "tokens"]
 BUDGET_UNITS: tuple[str, ...] = get_args(BudgetUnit)
 
-# The ner.v1 prompt around one query: the system message (~190 tokens with a handful of label
-# descriptions) plus 5 k-NN demonstrations of ~45 tokens each (a ~30-token sentence and its JSON
-# answer). Counted with the chars/4 rule on rendered BC5CDR/CoNLL03 prompts; see docs/acquisition.md.
-DEFAULT_PROMPT_OVERHEAD = 420
+# The prompt around one query: instructions, label list and 5 k-NN demonstrations with their JSON
+# answers. Measured with chars/4 on 50 rendered prompts per dataset (random dev demonstrations): ner.v2
+# (the default template) 572 tokens on BC5CDR and 454 on CoNLL03, ner.v1 479 and 379. See docs/acquisition.md.
+DEFAULT_PROMPT_OVERHEAD = 500
 DEFAULT_CHARS_PER_TOKEN = 4.0
 
 

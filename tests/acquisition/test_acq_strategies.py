@@ -12,7 +12,8 @@ from acquisition.random import RandomSampling
 from acquisition.strategies import available_strategies, get_strategy
 from acquisition.uncertainty import MNLP, EntropySampling
 
-NAMES = ["random", "entropy", "least_confidence", "mnlp", "kmeans", "coreset", "hybrid", "weighted_hybrid"]
+NAMES = ["random", "entropy", "least_confidence", "mnlp", "kmeans", "coreset", "hybrid", "weighted_hybrid", "bald",
+         "density_hybrid"]
 
 
 def test_registry_has_exactly_the_documented_names() -> None:
