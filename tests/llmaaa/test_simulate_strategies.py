@@ -42,6 +42,11 @@ class TextDeterminedStudent:
             embeddings.append(e / np.linalg.norm(e))
         return PoolOutputs([m.astype(np.float32) for m in marginals], np.array(embeddings, np.float32))
 
+    def mc_head_marginals(self, texts: list[str], seed: int = 0) -> list[np.ndarray]:
+        """BALD's MC-dropout passes: two text-determined draws per sentence."""
+        return [np.stack([m, _rng(t + "#mc").dirichlet(np.full(self.n_labels, 0.5), size=len(m))])
+                for t, m in zip(texts, self.pool_outputs(texts).marginals, strict=True)]
+
 
 def least_confident_first(text: str) -> float:
     return float(TextDeterminedStudent().pool_outputs([text]).marginals[0].max(axis=1).mean())
