@@ -197,6 +197,14 @@ class NERBackendModel(MLBase):
             return
         threading.Thread(target=self.refresh_demos, name=f"demos-{self.project_id}", daemon=True).start()
 
+    def wait_demos(self, timeout: float) -> bool:
+        """Wait for the first demo fetch (and project confirmation) to end, whatever its outcome."""
+        return self._demos_ready.wait(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def refresh_demos(self) -> bool:
         """Confirm the project with Label Studio, then load every human-verified task into the k-NN demo index."""
         with self._demo_lock:

@@ -81,7 +81,7 @@ def setup_and_wait(app: Flask, project: int, **extra: Any) -> NERBackendModel:
     resp = app.test_client().post("/setup", json={"project": f"{project}.1700000000", "schema": CONFIG, **extra})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     model = app.config["MODELS"].known(project)
-    assert model._demos_ready.wait(15)
+    assert model.wait_demos(15)
     return model
 
 
@@ -123,8 +123,9 @@ def test_registry_keeps_the_most_recently_used_projects_and_releases_the_rest(tm
     setup_and_wait(app, 5)
     assert sorted(m.project_id for m in registry.all()) == [1, 4, 5]
     for pid in (2, 3):
-        assert registry.known(pid) is None and models[pid]._closed and models[pid]._index_updates._shutdown
-    assert not models[1]._closed
+        assert registry.known(pid) is None and models[pid].closed
+        assert models[pid]._index_updates._shutdown, "its thread pool is shut down"
+    assert not models[1].closed
     # A webhook that still holds an evicted model is answered, not crashed.
     annotation = {"task": {"id": 1, "data": {"text": "x"}}, "annotation": {"id": 1, "result": []}}
     assert models[2].fit("ANNOTATION_CREATED", annotation)["status"].startswith("skipped")
@@ -155,8 +156,7 @@ def test_llm_labels_wait_in_memory_until_label_studio_confirms_the_project(tmp_p
     assert resp.status_code == 200 and resp.get_json()["results"][0]
     assert not (tmp_path / "projects").exists()
     fake_ls.known.add(3)
-    model._last_demo_fetch -= 60  # the retry interval has passed
-    model = setup_and_wait(app, 3)
+    model.reconfirm(min_interval_s=0)  # what the next /setup does once the retry interval has passed
     deadline = time.monotonic() + 15
     while not (model.confirmed() and model.llm_labels.all()) and time.monotonic() < deadline:
         time.sleep(0.05)
