@@ -63,18 +63,41 @@ def register(sub: Any) -> None:
     a.set_defaults(func=cmd_demo_annotate)
 
 
+class DemoStopped(Exception):
+    """Raised in the main thread by SIGINT or SIGTERM: unwinds set-up or the wait, then the cleanup runs."""
+
+
+def install_stop_handlers() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM stop the demo, whatever the parent did with them.
+
+    A job started with `&` from a non-interactive shell inherits SIGINT as ignored, and Python then
+    installs no KeyboardInterrupt handler, so Ctrl-C / `kill -INT` would do nothing: set both explicitly.
+    Returns the previous handlers.
+    """
+    stopping = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stopping.is_set():
+            return  # a second signal must not cut the cleanup short and orphan children
+        stopping.set()
+        raise DemoStopped(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     services: list[Service] = []
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    install_stop_handlers()
     try:
         _run(args, services)
         if not args.no_wait:
             print("Press Ctrl-C to stop every demo process.", flush=True)
             stop.wait()
-    except KeyboardInterrupt:
-        pass
+    except (DemoStopped, KeyboardInterrupt) as exc:
+        print(f"stopping the demo ({exc or 'SIGINT'}) ...", flush=True)
     finally:
+        # Children lead their own sessions (a terminal's Ctrl-C does not reach them): stop each one.
         for svc in reversed(services):
             svc.stop()
         print("demo stopped", flush=True)

@@ -117,15 +117,20 @@ def wait_until(
     service: Service, ready: Callable[[], bool], timeout: float, interval: float = 0.5
 ) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise RuntimeError(f"{service.name} exited during start-up; log tail:\n{service.tail()}")
-        try:
-            if ready():
-                return
-        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
-            pass
-        time.sleep(interval)
+    try:
+        while time.monotonic() < deadline:
+            if not service.alive():
+                raise RuntimeError(f"{service.name} exited during start-up; log tail:\n{service.tail()}")
+            try:
+                if ready():
+                    return
+            except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+                pass
+            time.sleep(interval)
+    except BaseException:
+        # Interrupted (Ctrl-C, a stop signal) before the caller holds the Service: never orphan the child.
+        service.stop()
+        raise
     service.stop()
     raise TimeoutError(f"{service.name} not ready after {timeout:.0f}s; log tail:\n{service.tail()}")
 

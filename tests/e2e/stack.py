@@ -1,0 +1,106 @@
+"""The whole loop for a browser test: Redis, an LLM that fails on chosen texts, the backend and an RQ worker.
+
+Label Studio and the simulated LLM come from the session fixtures in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from flask import Flask, Response, request
+
+from llmaaa.services import (
+    Service,
+    ensure_redis,
+    free_port,
+    http_ok,
+    llmaaa_command,
+    serve_in_thread,
+    spawn,
+    wait_until,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def failing_llm_app(upstream: str, poisoned: set[str]) -> Flask:
+    """An OpenAI-compatible pass-through to `upstream` that answers HTTP 500 whenever the prompt's query
+    (after the last `Input:`) holds one of `poisoned`: a task whose LLM call always fails."""
+    app = Flask("failing-llm")
+    client = httpx.Client(base_url=upstream.rstrip("/"), timeout=30)
+
+    @app.route("/v1/<path:path>", methods=["GET", "POST"])
+    def forward(path: str) -> Response:
+        if path == "chat/completions":
+            body = request.get_json(silent=True) or {}
+            last = str((body.get("messages") or [{}])[-1].get("content", ""))
+            query = last.rsplit("Input:", 1)[-1]  # the prompt ends with the query (raw or JSON-quoted)
+            if any(text in query or json.dumps(text, ensure_ascii=False) in query for text in poisoned):
+                return Response('{"error": {"message": "simulated outage for this text", "type": "server_error"}}',
+                                status=500, content_type="application/json")
+        upstream_resp = client.request(request.method, f"/v1/{path}", content=request.get_data(),
+                                       headers={"Content-Type": request.headers.get("Content-Type", "")})
+        return Response(upstream_resp.content, status=upstream_resp.status_code,
+                        content_type=upstream_resp.headers.get("content-type"))
+
+    return app
+
+
+@dataclass
+class LoopStack:
+    env: dict[str, str]
+    backend: Service
+    worker: Service
+    redis: Service
+    poisoned: set[str] = field(default_factory=set)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.env["LLMAAA_DATA_DIR"])
+
+
+@contextmanager
+def loop_stack(label_studio: Any, fake_llm: Service, work: Path, poisoned: set[str],
+               **overrides: str) -> Iterator[LoopStack]:
+    """Backend + worker wired to Label Studio, with an LLM that fails on every text in `poisoned`."""
+    with serve_in_thread(failing_llm_app(fake_llm.url.removesuffix("/v1"), poisoned), "/v1") as llm_url:
+        redis_url = f"redis://127.0.0.1:{free_port()}/0"
+        redis_svc = ensure_redis(redis_url, work / "redis")
+        env = {
+            "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "sk-e2e-never-logged", "LLM_MODEL": "simulated-llm",
+            "LLMAAA_DATA_DIR": str(work / "state"), "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": label_studio.token, "REDIS_URL": redis_url, "LLM_TIMEOUT_S": "5",
+            "LLM_MAX_RETRIES": "1", "MIN_NEW_ANNOTATIONS": "5", "RETRAIN_MIN_VERIFIED": "4",
+            "RETRAIN_MAX_EPOCHS": "1", "RETRAIN_PATIENCE": "1", "ACQUISITION_BATCH": "5",
+            "ACQUISITION_STRATEGY": "hybrid", "LLMAAA_TORCH_THREADS": "1", **overrides,
+        }
+        backend = worker = None
+        try:
+            port = free_port()
+            backend = spawn("backend", llmaaa_command("serve", "--dev", "--port", str(port)),
+                            f"http://127.0.0.1:{port}", work / "backend.log", env)
+            # Generous: on a loaded 2-core box importing torch alone can take a minute.
+            wait_until(backend, http_ok(f"{backend.url}/health"), 300)
+            worker = spawn("worker", llmaaa_command("worker"), "rq", work / "worker.log", env)
+            yield LoopStack(env, backend, worker, redis_svc, poisoned)
+        finally:
+            for svc in (worker, backend, redis_svc):
+                if svc is not None:
+                    svc.stop()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
