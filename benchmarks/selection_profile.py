@@ -69,8 +69,9 @@ def round1_batches(dataset: str, teacher_kind: str, seed: int, profile: str) -> 
     data = PoolData(marginals=outputs.marginals, embeddings=outputs.embeddings,
                     ids=[pool[i].id for i in unlabeled], labeled_embeddings=labeled_out.embeddings)
     k = min(cfg.round_size, len(unlabeled))
+    # BALD needs MC-dropout passes, which need the round-0 model; the cache keeps only its outputs.
     batches = {name: [pool[unlabeled[int(j)]] for j in get_strategy(name).select(data, k, rng=cfg.seed + 1)]
-               for name in available_strategies()}
+               for name in available_strategies() if not get_strategy(name).needs_mc_marginals}
     lc = {ex.id for ex in batches["least_confidence"]}
     out = {name: batch_profile(b, [not same_spans(teacher.label(ex), ex) for ex in b], lc)
            for name, b in batches.items()}
