@@ -16,8 +16,8 @@ Prompt formats (`--prompt-format`): `chat` renders the messages with the chat te
 carries; `completion` renders them as one plain text prompt (system text, a blank line, then the
 user text verbatim, so the `Input: … / Output: …` demonstrations stay exactly as the annotator wrote
 them, and generation continues after the final `Output:`); `auto` (default) is `chat` when the GGUF
-has a template and `completion` when it has none (a base model). Gemma 3 270M's GGUF does carry one;
-docs/local-llm.md has the measured comparison.
+has a template and `completion` when it has none (a base model). The packaged Gemma 3 270M is the
+pretrained base model and its GGUF carries no chat template, so it is served as plain completion.
 
 `response_format: json_schema` (what the backend sends) is honoured by constraining decoding with a
 grammar built from the schema; `json_object` uses a generic JSON grammar.

@@ -194,9 +194,10 @@ def real_pool() -> Any:
 
 @pytest.mark.llm
 @real_model
-def test_real_gguf_carries_a_chat_template_and_answers_json_under_the_schema(real_pool: Any) -> None:
+def test_real_base_model_is_served_as_completion_and_answers_json_under_the_schema(real_pool: Any) -> None:
     pool, info = real_pool
-    assert info["has_chat_template"] and info["prompt_format"] == "chat"
+    # The packaged model is the pretrained base: no chat template in the GGUF, so the plain completion path.
+    assert not info["has_chat_template"] and info["prompt_format"] == "completion"
     messages = PromptTemplate.load("ner", "v1").render(
         LABELS, [Demo("Aspirin helps.", [Span(0, 7, "Chemical")])], "Cocaine causes seizures.")
     schema = {"type": "object", "properties": {"entities": {"type": "array", "items": {
