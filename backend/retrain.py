@@ -265,7 +265,8 @@ def next_round(ls: Any, project_id: int, services: Services, snapshot: ProjectSn
     s = services.settings
     try:
         return acquire_round(ls, project_id, s, s.acquisition_strategy, s.acquisition_batch, progress=False,
-                             services=services, snapshot=snapshot, student=student).to_dict()
+                             services=services, snapshot=snapshot, student=student,
+                             budget_words=s.acquisition_budget_words).to_dict()
     except Exception as exc:  # noqa: BLE001 - the new model is published either way
         log.warning("project %s: acquisition round failed after retrain: %s", project_id, exc)
         return {"error": str(exc)[:300]}

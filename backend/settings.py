@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     student_encoder: str | None = None  # a local HF checkpoint dir; default: the packaged MiniLM
     acquisition_strategy: str = "hybrid"
     acquisition_batch: int = 50  # tasks queued per round after each retrain; 0 = no acquisition
+    # Set: each round queues the tasks that fit in this many words to review, not acquisition_batch tasks.
+    acquisition_budget_words: PositiveInt | None = None
 
     # Which model's spans /predict serves: `auto` switches to the student once its F1 on held-out
     # verified tasks beats the LLM's; `llm` and `student` force one.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,3 +46,25 @@ def test_a_word_budget_needs_the_texts_and_bald_needs_a_student() -> None:
     with pytest.raises(ValueError, match="needs the pool's texts"):
         select_tasks(_pool(), get_strategy("random"), 5, 0.0, 0, budget_words=5)
     assert needs_marginals(get_strategy("bald")) and not needs_marginals(get_strategy("kmeans"))
+
+
+def test_the_retrain_jobs_round_uses_the_word_budget_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import backend.acquire
+    from backend.composition import Services
+    from backend.retrain import next_round
+    from backend.settings import Settings
+
+    seen: dict[str, object] = {}
+
+    def fake_round(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(backend.acquire, "acquire_round", fake_round)
+    monkeypatch.setenv("ACQUISITION_BUDGET_WORDS", "300")
+    services = Services(Settings(llmaaa_data_dir=tmp_path))
+    assert next_round(None, 1, services, None, None) == {"error": "stop here"}  # type: ignore[arg-type]
+    assert seen["budget_words"] == 300
+    monkeypatch.setenv("ACQUISITION_BUDGET_WORDS", "0")
+    with pytest.raises(ValueError, match="greater than 0"):
+        Settings(llmaaa_data_dir=tmp_path)
