@@ -227,3 +227,26 @@ def test_unexpected_errors_and_unknown_routes_answer_json(fake_client: FlaskClie
         resp = getattr(fake_client, method)(path)
         assert resp.status_code == code and resp.is_json and resp.get_json()["error"]
     assert fake_client.get("/health").status_code == 200
+
+
+def test_start_training_queues_only_for_a_valid_project_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.jobs as jobs
+
+    queued: list[tuple[int, str]] = []
+
+    class RecordingScheduler:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def on_event(self, project_id: int, action: str) -> jobs.EnqueueResult:
+            queued.append((project_id, action))
+            return jobs.EnqueueResult(True, "job-1", "queued", 0)
+
+    monkeypatch.setattr(jobs, "RetrainScheduler", RecordingScheduler)
+    client = fake_app(tmp_path, redis_url="redis://127.0.0.1:1/0").test_client()
+    for bad in (10**300, True, -1, "\u0663"):
+        resp = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": bad}})
+        assert resp.status_code == 400 and "project" in resp.get_json()["error"]
+    resp = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}})
+    assert resp.status_code == 200 and resp.get_json()["retrain"]["queued"] is True
+    assert queued == [(7, "START_TRAINING")], "no job for an id that is not a project id"
