@@ -28,7 +28,7 @@ from acquisition.uncertainty import _AGGREGATIONS, Aggregation, _check_option, a
 __all__ = ["BALD", "bald_token_scores", "bald_scores"]
 
 # Words per chunk when reducing the passes (T·words·labels floats live at once).
-_CHUNK_WORDS = 200_000
+_CHUNK_WORDS = 50_000
 
 
 def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -38,41 +38,41 @@ def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def bald_token_scores(passes: np.ndarray) -> np.ndarray:
     """Per-word BALD for one sentence's passes (T, n_words, n_labels) → (n_words,), clipped at 0."""
-    p = np.asarray(passes, dtype=np.float64)
+    p = np.asarray(passes)
     if p.ndim != 3:
         raise ValueError(f"passes must be (T, n_words, n_labels), got shape {p.shape}")
     if p.shape[1] == 0 or p.shape[2] == 0:
         return np.zeros(p.shape[1])
+    p = p.astype(np.float64, copy=True)  # one buffer, reused in place below
+    h_mean = _entropy(p.mean(axis=0))
+    plogp = np.maximum(p, np.finfo(np.float64).tiny)
+    np.log(plogp, out=plogp)
+    plogp *= p
+    mean_h = -plogp.sum(axis=2).mean(axis=0)
     # Rounding can leave -1e-17 where every pass agrees; the true value is >= 0.
-    return np.maximum(_entropy(p.mean(axis=0)) - _entropy(p).mean(axis=0), 0.0)
+    return np.maximum(h_mean - mean_h, 0.0)
 
 
-def bald_scores(mc_marginals: Sequence[np.ndarray], aggregation: Aggregation = "mean") -> np.ndarray:
-    """One BALD value per sentence, (n,), from per-sentence passes arrays (T, n_words, n_labels)."""
+def _bald_flat(p: np.ndarray) -> np.ndarray:
+    """Per-word BALD over a (T, W, L) block, chunked over W so temporaries stay small."""
+    out = np.empty(p.shape[1])
+    for s in range(0, p.shape[1], _CHUNK_WORDS):
+        out[s : s + _CHUNK_WORDS] = bald_token_scores(p[:, s : s + _CHUNK_WORDS])
+    return out
+
+
+def bald_scores(mc_marginals: Sequence[np.ndarray] | PoolData, aggregation: Aggregation = "mean") -> np.ndarray:
+    """One BALD value per sentence, (n,), from per-sentence passes arrays (T, n_words, n_labels).
+
+    Accepts the raw list or a `PoolData` (which keeps the concatenation of the passes).
+    """
     _check_option("aggregation", aggregation, _AGGREGATIONS)
-    lengths = np.fromiter((m.shape[1] for m in mc_marginals), dtype=np.int64, count=len(mc_marginals))
-    token_vals = np.zeros(int(lengths.sum()))
-    pos = 0
-    chunk: list[np.ndarray] = []
-    chunk_words = 0
-
-    def flush() -> None:
-        nonlocal pos, chunk, chunk_words
-        if chunk_words:
-            vals = bald_token_scores(np.concatenate(chunk, axis=1))
-            token_vals[pos : pos + vals.size] = vals
-            pos += vals.size
-        chunk, chunk_words = [], 0
-
-    for m in mc_marginals:
-        if m.shape[1] == 0:
-            continue
-        chunk.append(m)
-        chunk_words += m.shape[1]
-        if chunk_words >= _CHUNK_WORDS:
-            flush()
-    flush()
-    return aggregate(token_vals, lengths, aggregation)
+    pool = mc_marginals if isinstance(mc_marginals, PoolData) else PoolData(
+        ids=[str(i) for i in range(len(mc_marginals))], mc_marginals=mc_marginals
+    )
+    mc = pool.require_mc_marginals()
+    lengths = np.fromiter((m.shape[1] for m in mc), dtype=np.int64, count=len(mc))
+    return aggregate(_bald_flat(pool.flat_mc_marginals), lengths, aggregation)
 
 
 class BALD(QueryStrategy):
@@ -89,9 +89,9 @@ class BALD(QueryStrategy):
         return True
 
     def scores(self, pool: PoolData) -> np.ndarray:
-        mc = pool.require_mc_marginals()
+        pool.require_mc_marginals()
         # Kept on the (frozen) pool: a budgeted selection asks for select and scores of one pool.
-        return pool.memo(("bald", self.aggregation), lambda: bald_scores(mc, self.aggregation)).copy()
+        return pool.memo(("bald", self.aggregation), lambda: bald_scores(pool, self.aggregation)).copy()
 
     def _select(self, pool: PoolData, k: int, rng: np.random.Generator) -> np.ndarray:
         return top_k_desc(self.scores(pool), k)

@@ -173,12 +173,11 @@ class PoolData:
         passes: int | None = None
         n_labels: int | None = None
         arrays: list[np.ndarray] = []
+        # Shapes per sentence (cheap); values once, on the concatenation (flat_mc_marginals).
         for i, m in enumerate(mc):
             a = np.asarray(m)
             if a.ndim != 3:
                 raise ValueError(f"mc_marginals[{i}] must be 3-D (passes, n_words, n_labels), got shape {a.shape}")
-            if a.dtype.kind not in "fiu":
-                raise ValueError(f"mc_marginals[{i}] must be numeric probabilities, got dtype {a.dtype}")
             if passes is None:
                 passes = a.shape[0]
                 if passes < 2:
@@ -193,10 +192,6 @@ class PoolData:
                     n_labels = a.shape[2]
                 elif a.shape[2] != n_labels:
                     raise ValueError(f"mc_marginals[{i}] has {a.shape[2]} labels, earlier sentences have {n_labels}")
-                if not np.all(np.isfinite(a)) or a.min() < -_PROB_ATOL or a.max() > 1.0 + _PROB_ATOL:
-                    raise ValueError(f"mc_marginals[{i}] must be finite probabilities in [0, 1] (got logits?)")
-                if not np.allclose(a.sum(axis=-1), 1.0, atol=_ROW_SUM_ATOL):
-                    raise ValueError(f"every mc_marginals row must sum to 1; mc_marginals[{i}] has one that does not")
             arrays.append(a)
         if n_labels is not None and n_labels < 2:
             raise ValueError(f"mc_marginals need at least 2 labels (O plus one entity tag), got {n_labels}")
@@ -205,6 +200,25 @@ class PoolData:
             if flat.size and flat.shape[1] != n_labels:
                 raise ValueError(f"mc_marginals have {n_labels} labels but marginals have {flat.shape[1]}")
         object.__setattr__(self, "mc_marginals", arrays)
+        flat_mc = self.flat_mc_marginals
+        if flat_mc.size:
+            if flat_mc.dtype.kind not in "fiu":
+                raise ValueError(f"mc_marginals must be numeric probabilities, got dtype {flat_mc.dtype}")
+            if not np.all(np.isfinite(flat_mc)):
+                raise ValueError("mc_marginals must be finite probabilities (NaN/inf found)")
+            if flat_mc.min() < -_PROB_ATOL or flat_mc.max() > 1.0 + _PROB_ATOL:
+                raise ValueError("mc_marginals must be probabilities in [0, 1] (got logits?)")
+            if not np.allclose(flat_mc.sum(axis=-1), 1.0, atol=_ROW_SUM_ATOL):
+                raise ValueError("every mc_marginals row must sum to 1")
+
+    @cached_property
+    def flat_mc_marginals(self) -> np.ndarray:
+        """All sentences' MC passes concatenated along the words: (passes, total_words, n_labels)."""
+        mc = self.require_mc_marginals()
+        nonempty = [m for m in mc if m.shape[1] > 0]
+        if not nonempty:
+            return np.zeros((mc[0].shape[0] if mc else 2, 0, 2))
+        return np.concatenate(nonempty, axis=1)
 
     def __len__(self) -> int:
         return len(self.ids)
