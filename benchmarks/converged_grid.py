@@ -11,7 +11,8 @@ Every run: 100 verified sentences, a random seed set of 100 LLM labels, then lea
 test samples, the teacher's noise and the training order, so runs of one seed differ only in what a
 cell says (paired differences compare like with like).
 
-Runs go in priority order (seed, noise kind (systematic first), dataset, teacher, recipe) and are written
+Runs go in priority order (seed, noise kind (systematic first), dataset, teacher, recipe), in blocks of
+(seed, noise, dataset) whose runs all reach 500 labels before any goes on to 2,000, and are written
 to `benchmarks/results/converged/<profile>/<dataset>-<teacher>-<noise>-<recipe>-s<seed>/`. Resumable twice
 over: a finished run (`results.json`) is skipped, and an interrupted one continues from its last finished
 round (`progress.json`). A run is claimed by one process (`.claimed` holds its pid; a dead owner's claim
@@ -61,10 +62,36 @@ def run_name(dataset: str, teacher: str, kind: str, recipe: str, seed: int) -> s
     return f"{dataset}-{teacher}-{kind}-{recipe}-s{seed}"
 
 
+# A block of runs (one seed, noise kind and dataset) first goes to this many labels in every run, then to the end.
+FIRST_STAGE = 500
+
+
 def run_order(datasets: list[str], teachers: list[str], kinds: list[str], recipes: list[str],
               seeds: list[int]) -> list[tuple[str, str, str, str, int]]:
     """Most informative first: one seed of every cell before the next seed, systematic noise first."""
     return [(d, t, k, r, s) for s in seeds for k in kinds for d in datasets for t in teachers for r in recipes]
+
+
+def staged_order(datasets: list[str], teachers: list[str], kinds: list[str], recipes: list[str], seeds: list[int],
+                 first_stage: int | None) -> list[tuple[tuple[str, str, str, str, int], int | None]]:
+    """`run_order` in blocks of (seed, noise, dataset); each block's runs stop at `first_stage` labels before
+    any of them goes on (None = to the end): the paper's budget in every cell of a block comes first."""
+    order = run_order(datasets, teachers, kinds, recipes, seeds)
+    if first_stage is None:
+        return [(run, None) for run in order]
+    blocks: dict[tuple[int, str, str], list[tuple[str, str, str, str, int]]] = {}
+    for run in order:
+        blocks.setdefault((run[4], run[2], run[0]), []).append(run)
+    return [(run, stop) for runs in blocks.values() for stop in (first_stage, None) for run in runs]
+
+
+def stage_done(out: Path, stop_at: int | None) -> bool:
+    if (out / "results.json").exists():
+        return True
+    if stop_at is None or not (out / "progress.json").exists():
+        return False
+    rounds = json.loads((out / "progress.json").read_text())["rounds"]
+    return bool(rounds) and rounds[-1]["labels"] >= stop_at
 
 
 def _alive(pid: int) -> bool:
@@ -107,7 +134,7 @@ def claim(out: Path) -> bool:
 
 
 def grid_config(dataset: str, teacher: str, kind: str, recipe: str, seed: int, profile: str,
-                out: Path) -> SimulationConfig:
+                out: Path, stop_at: int | None = None) -> SimulationConfig:
     from llmaaa.simulate import SimulationConfig
     from llmaaa.simulation.noise import calibrated_noise
 
@@ -116,26 +143,29 @@ def grid_config(dataset: str, teacher: str, kind: str, recipe: str, seed: int, p
         data=DATA / dataset, out=out, strategy="least_confidence", gold_size=100, seed=seed,
         teacher_kind=kind, teacher_noise=calibrated_noise(kind, dataset, teacher), recipe=recipe,
         train_options=dict(p["train_options"]), budgets=list(p["budgets"]), pool_size=p["pool_size"],
-        test_size=p["test_size"], resume=True)
+        test_size=p["test_size"], resume=True, stop_at=stop_at)
 
 
 def run_grid(datasets: list[str], teachers: list[str], kinds: list[str], recipes: list[str], seeds: list[int],
-             profile: str, limit: int | None = None) -> int:
-    """Run every unclaimed, unfinished run in order (at most `limit`); returns how many ran."""
+             profile: str, limit: int | None = None, first_stage: int | None = FIRST_STAGE) -> int:
+    """Run every unclaimed, unfinished stage in order (at most `limit`); returns how many ran."""
     from llmaaa.simulate import run_simulation
 
     done = 0
-    for dataset, teacher, kind, recipe, seed in run_order(datasets, teachers, kinds, recipes, seeds):
+    budgets = PROFILES[profile]["budgets"]
+    stage = first_stage if first_stage is not None and budgets[0] <= first_stage < budgets[-1] else None
+    for (dataset, teacher, kind, recipe, seed), stop_at in staged_order(datasets, teachers, kinds, recipes, seeds,
+                                                                       stage):
         if limit is not None and done >= limit:
             break
         name = run_name(dataset, teacher, kind, recipe, seed)
         out = OUT_ROOT / profile / name
-        if not claim(out):
+        if stage_done(out, stop_at) or not claim(out):
             continue
         started = time.time()
-        logging.info("running %s", name)
+        logging.info("running %s%s", name, f" to {stop_at} labels" if stop_at else "")
         try:
-            run_simulation(grid_config(dataset, teacher, kind, recipe, seed, profile, out))
+            run_simulation(grid_config(dataset, teacher, kind, recipe, seed, profile, out, stop_at))
         finally:
             (out / ".claimed").unlink(missing_ok=True)
         logging.info("%s done in %.0f s", name, time.time() - started)
@@ -237,8 +267,39 @@ def report(profile: str, figures: Path | None = None) -> str:
                 if final and len(final) < len(SEEDS):
                     met += f" (so far, {len(final)} seed{'s' if len(final) > 1 else ''})"
                 lines.append(f"| {desc} | {d} | {k} | {_fmt(at[500], True)} | {_fmt(final, True)} | {met} |")
+    lines += ["", *cost_lines(runs, budgets)]
     _plot(runs, profile, figures or REPO / "docs" / "figures")
     return "\n".join(lines)
+
+
+def cost_lines(runs: list[dict[str, Any]], budgets: list[int]) -> list[str]:
+    """The grid's cost extrapolated from the rounds measured so far: training seconds per LLM label
+    (median over rounds) × the labels every run trains on (the sum of its budgets), per recipe.
+    Wall-clock seconds of one single-threaded process; on a busy machine they overstate CPU time."""
+    import numpy as np
+
+    per_recipe: dict[str, list[float]] = {}
+    for r in runs:
+        for x in r["rounds"]:
+            if x.get("train_seconds") and x.get("labels"):
+                per_recipe.setdefault(r["recipe"], []).append(float(x["train_seconds"]) / x["labels"])
+    if not per_recipe:
+        return []
+    n_runs = len(DATASETS) * len(TEACHERS) * len(NOISE_KINDS) * len(SEEDS)  # runs per recipe
+    out = ["Cost so far, extrapolated: training seconds per LLM label (median over measured rounds) × "
+           f"{sum(budgets):,} labels trained per run (budgets {', '.join(map(str, budgets))}), "
+           f"× {n_runs} runs per recipe.", "",
+           "| recipe | rounds measured | s per label | hours per run | CPU hours, all runs |", "|---|---|---|---|---|"]
+    total = 0.0
+    for recipe in RECIPES:
+        if recipe not in per_recipe:
+            continue
+        spl = float(np.median(per_recipe[recipe]))
+        hours = spl * sum(budgets) / 3600
+        total += hours * n_runs
+        out.append(f"| {recipe} | {len(per_recipe[recipe])} | {spl:.2f} | {hours:.1f} | {hours * n_runs:.0f} |")
+    out.append(f"| all measured recipes | | | | {total:.0f} |")
+    return out
 
 
 def _plot(runs: list[dict[str, Any]], profile: str, figures: Path) -> None:
@@ -290,12 +351,15 @@ def main() -> None:
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
     ap.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="converged")
-    ap.add_argument("--limit", type=int, help="stop after this many runs")
+    ap.add_argument("--limit", type=int, help="stop after this many runs (or stages)")
+    ap.add_argument("--first-stage", type=int, default=FIRST_STAGE,
+                    help="labels every run of a block reaches before any goes further (0: no stages)")
     ap.add_argument("--report", action="store_true", help="only aggregate what has run")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.report:
-        run_grid(args.datasets, args.teachers, args.noise, args.recipes, args.seeds, args.profile, args.limit)
+        run_grid(args.datasets, args.teachers, args.noise, args.recipes, args.seeds, args.profile, args.limit,
+                 args.first_stage or None)
     text = report(args.profile)
     (OUT_ROOT / args.profile).mkdir(parents=True, exist_ok=True)
     (OUT_ROOT / args.profile / "report.md").write_text(text + "\n")

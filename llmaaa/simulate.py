@@ -72,6 +72,9 @@ class SimulationConfig:
     # What a round's budget counts (acquisition.cost): sentences, words a reviewer reads, or LLM tokens.
     # round_size is in this unit; the seed set stays seed_size random sentences, so round 0 is shared.
     budget_unit: str = "sentences"
+    # Stop (progress saved, no results.json) once a round has trained on this many labels; a later run with
+    # resume=True continues. Lets a grid reach a budget in every cell before going further in any.
+    stop_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.teacher_kind not in TEACHER_KINDS:
@@ -359,7 +362,8 @@ def weight_diagnostics(weights: dict[str, float], label_is_correct: dict[str, bo
 
 
 # Fields that do not change round 0: what happens after it, and where results go.
-_NOT_ROUND0 = {"out", "strategy", "rounds", "round_size", "round0_cache", "budgets", "resume", "budget_unit"}
+_NOT_ROUND0 = {"out", "strategy", "rounds", "round_size", "round0_cache", "budgets", "resume", "budget_unit",
+               "stop_at"}
 # Keyed by the TrainConfig they resolve to instead (so `--max-epochs 10` and the default share round 0).
 _TRAINING_FIELDS = {"reweight", "max_epochs", "patience", "batch_size", "recipe", "train_options"}
 PROGRESS = "progress.json"
@@ -368,7 +372,7 @@ PROGRESS = "progress.json"
 def run_key(cfg: SimulationConfig) -> str:
     """What a run's outcome depends on (not where it is written): a resumed run must have the same."""
     key = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-           if k not in ("out", "round0_cache", "resume")}
+           if k not in ("out", "round0_cache", "resume", "stop_at")}
     key["train_config"] = asdict(build_train_config(cfg))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -570,6 +574,9 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
                                             for i in labeled_idx],
                                 "not_annotated": [pool[i].id for i in sorted(not_annotated)],
                                 "teacher_calls": getattr(teacher, "calls", None)})
+            if cfg.stop_at is not None and rounds[-1]["labels"] >= cfg.stop_at:
+                log.info("stopping at %d LLM labels (stop_at); resume continues from round %d", cfg.stop_at, r + 1)
+                return {"stopped_at": rounds[-1]["labels"], "rounds": rounds}
         produced = list(llm_labels.items())
         t = entity_scores([pool[i].spans for i, _ in produced], [ex.spans for _, ex in produced],
                           [pool[i].text for i, _ in produced])

@@ -45,7 +45,7 @@ def test_grid_config_uses_the_calibrated_teacher_and_the_issue_budget(tmp_path: 
 
 
 def fake_rounds(f1s: list[float], teacher: float) -> list[dict[str, Any]]:
-    return [{"round": i, "labels": b, "f1": f, "teacher_f1": teacher, "best_epoch": 4}
+    return [{"round": i, "labels": b, "f1": f, "teacher_f1": teacher, "best_epoch": 4, "train_seconds": 0.5 * b}
             for i, (b, f) in enumerate(zip([100, 300, 500, 1000, 2000], f1s, strict=False))]
 
 
@@ -90,6 +90,9 @@ def test_report_tables_differences_and_goals(results: Path) -> None:
     assert goals[("recipe ≥ plain − 0.5 (ChatGPT-like)", "bc5cdr", "systematic")] == "yes (so far, 2 seeds)"
     assert goals[("recipe ≥ plain + 3 (weak, systematic)", "bc5cdr", "systematic")] == "yes (so far, 1 seed)"
     assert goals[("recipe ≥ plain − 0.5 (ChatGPT-like)", "bc5cdr", "random")] == "–"
+    # cost: 0.5 s per label × 3,900 labels per run = 0.54 h; × 24 runs per recipe = 13 h
+    cost = {cells(line)[0]: cells(line) for line in text.splitlines() if line.startswith("| plain |")}
+    assert cost["plain"][2:] == ["0.50", "0.5", "13"]
     png = (results / "figures" / "converged-converged-bc5cdr.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -102,3 +105,16 @@ def test_a_goal_that_is_not_met_says_so(results: Path) -> None:
     text = grid.report("converged", figures=results / "figures")
     line = next(x for x in text.splitlines() if x.startswith("| recipe ≥ plain + 3"))
     assert cells(line)[-1] == "no (so far, 1 seed)"
+
+
+def test_a_block_reaches_the_first_stage_in_every_run_before_going_on(tmp_path: Path) -> None:
+    staged = grid.staged_order(grid.DATASETS, grid.TEACHERS, grid.NOISE_KINDS, grid.RECIPES, grid.SEEDS, 500)
+    assert len(staged) == 2 * 72
+    first_block = [run for run, _ in staged[:6]]
+    assert staged[:6] == [(run, 500) for run in first_block] and staged[6:12] == [(run, None) for run in first_block]
+    assert {run[:3] for run in first_block} == {("bc5cdr", t, "systematic") for t in grid.TEACHERS}
+    out = tmp_path / "run"
+    out.mkdir()
+    assert not grid.stage_done(out, 500)
+    (out / "progress.json").write_text(json.dumps({"rounds": fake_rounds([0.3, 0.4, 0.5], 0.7)}))
+    assert grid.stage_done(out, 500) and not grid.stage_done(out, None)

@@ -145,6 +145,14 @@ def test_an_interrupted_run_resumes_from_its_last_round(trained: dict[str, Any],
     keys = ("labels", "f1", "teacher_f1")
     assert [[r[k] for k in keys] for r in resumed["rounds"]] == [[r[k] for k in keys] for r in full["rounds"]]
     assert resumed["teacher"] == full["teacher"]
+    # stop_at: a stage that ends with its progress saved, then the rest of the run
+    trained["sets"].clear()
+    staged = config(tmp_path / "staged", bc5cdr_dir, budgets=[10, 16, 30, 40], resume=True, stop_at=16)
+    partial = run_simulation(staged)
+    assert partial["stopped_at"] == 16 and not (tmp_path / "staged" / "results.json").exists()
+    finished = run_simulation(dataclasses.replace(staged, stop_at=None))
+    assert [len(s) for s in trained["sets"]] == [10, 16, 30, 40]
+    assert [r["f1"] for r in finished["rounds"]] == [r["f1"] for r in full["rounds"]]
     # a progress file of another configuration is not used
     trained["sets"].clear()
     run_simulation(dataclasses.replace(cut, seed=5))
