@@ -11,10 +11,11 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from backend.base import TRAIN_EVENTS
+from backend.events import TRAIN_EVENTS
 from backend.metrics import REGISTRY
-from backend.model import ModelRegistry, NERBackendModel
+from backend.model import NERBackendModel
 from backend.protocol import BadRequest, predict_request, setup_request, webhook_request
+from backend.registry import ModelRegistry
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -91,29 +92,47 @@ def _register_error_handlers(app: Flask) -> None:
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> Flask:
     settings = settings or get_settings()
     models = registry or ModelRegistry(settings)
-    scheduler = None
-    if settings.redis_url:
-        from backend.jobs import RetrainScheduler
-
-        scheduler = RetrainScheduler(settings.redis_url, settings.min_new_annotations)
     app = Flask("llmaaa")
     app.config["MODELS"] = models
+    # Keyed: a second app in the process (tests) replaces the first one's collectors instead of piling up.
+    REGISTRY.add_collector(lambda registry: collect_projects(registry, models), key="projects")
+    REGISTRY.add_collector(lambda registry: collect_costs(registry, models), key="costs")
+    _register_guards(app, settings)
+    _register_error_handlers(app)
+    _register_protocol(app, settings, models)
+    _register_operations(app, models)
+    models.start_retrier()
+    return app
 
-    def collect_projects(registry: Any) -> None:
-        """Job state and the last training metrics of every project this process serves."""
-        for model in models.all():
-            state, pid = model.state.read(), str(model.project_id)
-            job = state.get("job") or {}
-            registry.set("llmaaa_retrain_progress", float(job.get("progress") or 0.0), project=pid,
-                         stage=str(job.get("stage", "none")))
-            for key in ("student_f1", "llm_f1"):
-                if state.get(key) is not None:
-                    registry.set(f"llmaaa_{key}", float(state[key]), project=pid)
-            registry.set("llmaaa_acquisition_round", float(state.get("acq_round") or 0), project=pid)
-            registry.set("llmaaa_serving_student", 1.0 if model.serving_student() else 0.0, project=pid)
 
-    REGISTRY.add_collector(collect_projects)
+def collect_projects(registry: Any, models: ModelRegistry) -> None:
+    """Job state (stage, epoch and step while training) and the last comparison of every project served."""
+    for model in models.all():
+        state, pid = model.state.read(), str(model.project_id)
+        job = state.get("job") or {}
+        stage = str(job.get("stage", "none"))
+        registry.set("llmaaa_retrain_progress", float(job.get("progress") or 0.0), project=pid, stage=stage)
+        for key in ("epoch", "max_epochs", "step", "total_steps"):
+            if job.get(key) is not None:
+                registry.set(f"llmaaa_retrain_{key}", float(job[key]), project=pid)
+        for key in ("student_f1", "llm_f1"):
+            if state.get(key) is not None:
+                registry.set(f"llmaaa_{key}", float(state[key]), project=pid)
+        registry.set("llmaaa_acquisition_round", float(state.get("acq_round") or 0), project=pid)
+        registry.set("llmaaa_serving_student", 1.0 if model.serving_student() else 0.0, project=pid)
+        registry.set("llmaaa_llm_failed_tasks", float(len(model.llm_labels.failures())), project=pid)
 
+
+def collect_costs(registry: Any, models: ModelRegistry) -> None:
+    for model, row in models.runtime.ledger().summary().items():
+        registry.set("llmaaa_llm_calls_total", row["calls"] - row["cached_calls"], model=model, cached="false")
+        registry.set("llmaaa_llm_calls_total", row["cached_calls"], model=model, cached="true")
+        registry.set("llmaaa_llm_tokens_total", row["prompt_tokens"], model=model, kind="prompt")
+        registry.set("llmaaa_llm_tokens_total", row["completion_tokens"], model=model, kind="completion")
+        registry.set("llmaaa_llm_cost_usd_total", row["usd"], model=model)
+
+
+def _register_guards(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _guard() -> Response | tuple[Response, int] | None:
         g.started = time.perf_counter()
@@ -131,7 +150,14 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                      status=str(resp.status_code))
         return resp
 
-    _register_error_handlers(app)
+
+def _register_protocol(app: Flask, settings: Settings, models: ModelRegistry) -> None:
+    """/health, /setup, /predict and /webhook: what Label Studio calls."""
+    scheduler = None
+    if settings.redis_url:
+        from backend.jobs import RetrainScheduler
+
+        scheduler = RetrainScheduler(settings.redis_url, settings.min_new_annotations)
 
     @app.get("/health")
     @app.get("/")
@@ -151,30 +177,31 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         model = _model(models, req.project_id, req.label_config)
         started = time.perf_counter()
         results = model.predict(req.tasks, context=req.context)
-        REGISTRY.inc("llmaaa_predict_seconds_sum", time.perf_counter() - started)
+        REGISTRY.observe("llmaaa_predict_seconds", time.perf_counter() - started)
         return jsonify({"results": results, "model_version": model.model_version})
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int] | Response:
         req = webhook_request(_json_body())
-        action, project_id = req.action, req.project_id
-        model = models.known(project_id)
-        if model is None and req.label_config is not None and action in TRAIN_EVENTS:
-            model = _model(models, project_id, req.label_config)
-        REGISTRY.inc("llmaaa_webhook_events_total", action=action)
-        result = model.fit(action, req.body) if model is not None and action in TRAIN_EVENTS else {}
-        retrain: dict[str, Any] = {"enabled": False}
-        if scheduler is not None and action in TRAIN_EVENTS:
-            from backend.jobs import QueueUnavailable
+        model = models.known(req.project_id)
+        if model is None and req.label_config is not None and req.action in TRAIN_EVENTS:
+            model = _model(models, req.project_id, req.label_config)
+        REGISTRY.inc("llmaaa_webhook_events_total", action=req.action)
+        result = model.fit(req.action, req.body) if model is not None and req.action in TRAIN_EVENTS else {}
+        if scheduler is None or req.action not in TRAIN_EVENTS:
+            return jsonify({"status": "ok", "action": req.action, **result, "retrain": {"enabled": False}})
+        from backend.jobs import QueueUnavailable
 
-            try:
-                queued = scheduler.on_event(project_id, action)
-            except QueueUnavailable as exc:
-                log.error("webhook %s for project %s: %s", action, project_id, exc)
-                return jsonify({"error": str(exc), "action": action}), 503
-            retrain = {"enabled": True, "queued": queued.queued, "job_id": queued.job_id, "reason": queued.reason}
-        return jsonify({"status": "ok", "action": action, **result, "retrain": retrain})
+        try:
+            queued = scheduler.on_event(req.project_id, req.action)
+        except QueueUnavailable as exc:
+            log.error("webhook %s for project %s: %s", req.action, req.project_id, exc)
+            return jsonify({"error": str(exc), "action": req.action}), 503
+        retrain = {"enabled": True, "queued": queued.queued, "job_id": queued.job_id, "reason": queued.reason}
+        return jsonify({"status": "ok", "action": req.action, **result, "retrain": retrain})
 
+
+def _register_operations(app: Flask, models: ModelRegistry) -> None:
     @app.get("/versions")
     def versions() -> Response:
         found: list[str] = []
@@ -185,6 +212,3 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(REGISTRY.render(), mimetype="text/plain; version=0.0.4")
-
-    return app
-

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 # Events that may change what the model should learn from.
-TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "START_TRAINING")
+from backend.events import TRAIN_EVENTS  # noqa: F401 - re-exported for label-studio-ml-shaped code
 
 
 class MLBase(ABC):

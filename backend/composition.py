@@ -57,6 +57,22 @@ class Services:
         key = s.label_studio_api_key.get_secret_value() if s.label_studio_api_key else ""
         return connect(s.label_studio_url or "", key)
 
+    def label_studio_target(self, request_url: str | None, request_token: str | None) -> tuple[str, str] | None:
+        """Where the backend may call Label Studio for a project, and with which key; None: nowhere.
+
+        LABEL_STUDIO_API_KEY only ever goes to LABEL_STUDIO_URL. A `hostname` from a /setup request is used
+        only together with that request's own `access_token`: otherwise anyone who can reach /setup could
+        name a host and receive the configured key (issue 12). A configured URL always wins over a request's.
+        """
+        s = self.settings
+        env_key = s.label_studio_api_key.get_secret_value() if s.label_studio_api_key else None
+        if s.label_studio_url:
+            key = env_key or request_token
+            return (s.label_studio_url, key) if key else None
+        if request_url and request_token:
+            return request_url, request_token
+        return None
+
     # ------------------------------------------------------------ the LLM stack
 
     def llm_client(self) -> LLMClient:

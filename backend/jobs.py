@@ -23,10 +23,11 @@ from typing import Any
 import redis
 from rq import Queue
 
+from backend.events import ANNOTATION_EVENTS
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "llmaaa"
-ANNOTATION_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 # A queued job older than this is assumed lost (e.g. Redis flushed), so a new one may be queued.
 QUEUED_KEY_TTL_S = 6 * 3600
 

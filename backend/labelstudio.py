@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from label_studio_sdk import LabelStudio
@@ -102,13 +101,6 @@ def result_to_spans(result: Iterable[Mapping[str, Any]], schema: LabelSchema, te
     return sorted(spans)
 
 
-@dataclass
-class VerifiedTask:
-    task_id: int
-    text: str
-    spans: list[Span]
-
-
 def submitted_annotation(task: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The newest non-cancelled annotation of a task (a skip is not a verification)."""
     annotations = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
@@ -124,17 +116,6 @@ def task_dict(task: Any) -> dict[str, Any]:
 def iter_tasks(ls: LabelStudio, project_id: int, fields: str = "all") -> Iterator[dict[str, Any]]:
     for task in ls.tasks.list(project=project_id, fields=fields):
         yield task_dict(task)
-
-
-def fetch_verified(ls: LabelStudio, project_id: int, schema: LabelSchema) -> list[VerifiedTask]:
-    verified: list[VerifiedTask] = []
-    for task in iter_tasks(ls, project_id):
-        annotation = submitted_annotation(task)
-        text = (task.get("data") or {}).get(schema.value_key)
-        if annotation is None or not isinstance(text, str):
-            continue
-        verified.append(VerifiedTask(task["id"], text, result_to_spans(annotation.get("result"), schema, text)))
-    return verified
 
 
 def import_predictions_checked(

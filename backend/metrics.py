@@ -43,6 +43,7 @@ class Registry:
         self._metrics: dict[str, tuple[Any, tuple[str, ...]]] = {}
         self._aliases: dict[str, str] = {}
         self._collectors: list[Callable[[Registry], None]] = []
+        self._keyed: dict[str, Callable[[Registry], None]] = {}
         self._collector_gauges: set[str] = set()
         self._in_collector = threading.local()
 
@@ -114,10 +115,16 @@ class Registry:
             value = self._registry.get_sample_value(f"{name}_total", {k: str(v) for k, v in labels.items()})
         return float(value or 0.0)
 
-    def add_collector(self, fn: Callable[[Registry], None]) -> None:
-        """`fn(registry)` refreshes gauges right before each scrape (e.g. from the cost ledger)."""
+    def add_collector(self, fn: Callable[[Registry], None], key: str | None = None) -> None:
+        """`fn(registry)` refreshes gauges right before each scrape (e.g. from the cost ledger).
+
+        With `key`, `fn` replaces the collector added earlier under the same key.
+        """
         with self._lock:
-            self._collectors.append(fn)
+            if key is not None:
+                self._keyed[key] = fn
+            else:
+                self._collectors.append(fn)
 
     def render(self) -> str:
         with self._render_lock:
@@ -125,7 +132,7 @@ class Registry:
                 self.clear(name)
             self._in_collector.active = True
             try:
-                for fn in list(self._collectors):
+                for fn in [*self._collectors, *self._keyed.values()]:
                     try:
                         fn(self)
                     except Exception:  # noqa: BLE001 - one broken collector must not break the scrape

@@ -11,13 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backend.base import TRAIN_EVENTS
+from backend.events import KNOWN_EVENTS
 from backend.labelstudio import project_id_of
 
-KNOWN_EVENTS = frozenset(TRAIN_EVENTS) | {
-    "ANNOTATIONS_CREATED", "TASKS_CREATED", "TASKS_DELETED", "PROJECT_CREATED", "PROJECT_UPDATED",
-    "PROJECT_DELETED", "LABEL_LINK_CREATED", "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED",
-}
 # Task and annotation ids go into SQLite INTEGER columns (signed 64 bit).
 MAX_ROW_ID = 2**63 - 1
 

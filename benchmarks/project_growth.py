@@ -22,7 +22,7 @@ from typing import Any
 from backend.annotator.client import Completion
 from backend.app import create_app
 from backend.labeling_config import LabelSpec, build_label_config
-from backend.model import ModelRegistry
+from backend.registry import ModelRegistry
 from backend.settings import Settings
 
 CONFIG = build_label_config([LabelSpec("Chemical", "a drug or chemical"), LabelSpec("Disease", "a disease")])

@@ -15,7 +15,7 @@ from flask import Flask
 from backend.annotator.client import Completion
 from backend.app import create_app
 from backend.labeling_config import LabelSpec, build_label_config
-from backend.model import ModelRegistry, Runtime
+from backend.registry import ModelRegistry, Runtime
 from backend.settings import Settings
 
 CONFIG = build_label_config([LabelSpec("Chemical", "a drug or chemical"), LabelSpec("Disease", "a disease")])

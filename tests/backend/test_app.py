@@ -61,7 +61,7 @@ def test_setup_then_predict_one_entry_per_task_in_order(tmp_path: Path, llm_url:
                                                         dev_examples: list[Example]) -> None:
     client = make_client(tmp_path, llm_url)
     version = client.post("/setup", json={"project": "3.1700000000", "schema": CONFIG}).get_json()["model_version"]
-    assert version == "llm-sim-ner.v1"
+    assert version == "llm-sim-ner.v2"
     texts = [ex.text for ex in dev_examples[:3]]
     tasks = [task(10, texts[0]), task(11, None), task(12, texts[1]), task(13, texts[2])]
     body = client.post("/predict", json={"tasks": tasks, "project": "3.1700000000", "label_config": CONFIG})
@@ -122,7 +122,7 @@ def test_webhook_records_verified_task_as_demo(tmp_path: Path, llm_url: str, dev
     resp = client.post("/webhook", json=payload)
     assert resp.status_code == 200 and resp.get_json()["retrain"] == {"enabled": False}
     model = client.application.config["MODELS"].known(3)
-    model._index_updates.submit(lambda: None).result(timeout=60)  # the update runs off the request thread
+    model.flush_updates(timeout=60)  # the update runs off the request thread
     assert len(model.demos) == 1
     (demo,) = model.demos.nearest("anything at all", 1)
     assert demo.text == ex.text and sorted(demo.spans) == sorted(ex.spans)

@@ -18,7 +18,8 @@ from backend_fakes import CONFIG, FakeChat, fake_app, fake_settings
 from flask import Flask
 
 from backend.app import create_app
-from backend.model import ModelRegistry, NERBackendModel
+from backend.model import NERBackendModel
+from backend.registry import ModelRegistry, Runtime
 
 ENV_KEY = "env-ls-key-must-stay-home"
 
@@ -123,8 +124,7 @@ def test_registry_keeps_the_most_recently_used_projects_and_releases_the_rest(tm
     setup_and_wait(app, 5)
     assert sorted(m.project_id for m in registry.all()) == [1, 4, 5]
     for pid in (2, 3):
-        assert registry.known(pid) is None and models[pid].closed
-        assert models[pid]._index_updates._shutdown, "its thread pool is shut down"
+        assert registry.known(pid) is None and models[pid].closed, "evicted, its threads released"
     assert not models[1].closed
     # A webhook that still holds an evicted model is answered, not crashed.
     annotation = {"task": {"id": 1, "data": {"text": "x"}}, "annotation": {"id": 1, "result": []}}
@@ -147,8 +147,8 @@ def test_unconfirmed_projects_leave_nothing_on_disk(tmp_path: Path) -> None:
 
 def test_llm_labels_wait_in_memory_until_label_studio_confirms_the_project(tmp_path: Path,
                                                                             fake_ls: FakeLabelStudio) -> None:
-    app = create_app(fake_settings(tmp_path, label_studio_url=fake_ls.url, label_studio_api_key=ENV_KEY))
-    app.config["MODELS"].runtime.client = FakeChat()
+    settings = fake_settings(tmp_path, label_studio_url=fake_ls.url, label_studio_api_key=ENV_KEY)
+    app = create_app(settings, ModelRegistry(settings, runtime=Runtime(settings, client=FakeChat())))
     model = setup_and_wait(app, 3)  # Label Studio answers 404: not (yet) a project of it
     assert not model.confirmed()
     resp = app.test_client().post("/predict", json={"tasks": [{"id": 42, "data": {"text": "aspirin"}}],
