@@ -273,20 +273,22 @@ def report(profile: str, figures: Path | None = None) -> str:
 
 
 def cost_lines(runs: list[dict[str, Any]], budgets: list[int]) -> list[str]:
-    """The grid's cost extrapolated from the rounds measured so far: training seconds per LLM label
-    (median over rounds) × the labels every run trains on (the sum of its budgets), per recipe.
-    Wall-clock seconds of one single-threaded process; on a busy machine they overstate CPU time."""
+    """The grid's cost extrapolated from the rounds measured so far: CPU seconds (training and the test
+    evaluation; wall-clock training seconds for rounds that lack them) per LLM label, median over rounds,
+    × the labels every run trains on (the sum of its budgets), per recipe. Runs are single-threaded, so
+    CPU hours are core hours; rounds with more labels may stop at another epoch, so this is a first guess."""
     import numpy as np
 
     per_recipe: dict[str, list[float]] = {}
     for r in runs:
         for x in r["rounds"]:
-            if x.get("train_seconds") and x.get("labels"):
-                per_recipe.setdefault(r["recipe"], []).append(float(x["train_seconds"]) / x["labels"])
+            seconds = x.get("cpu_seconds") or x.get("train_seconds")
+            if seconds and x.get("labels"):
+                per_recipe.setdefault(r["recipe"], []).append(float(seconds) / x["labels"])
     if not per_recipe:
         return []
     n_runs = len(DATASETS) * len(TEACHERS) * len(NOISE_KINDS) * len(SEEDS)  # runs per recipe
-    out = ["Cost so far, extrapolated: training seconds per LLM label (median over measured rounds) × "
+    out = ["Cost so far, extrapolated: CPU seconds per LLM label (median over measured rounds) × "
            f"{sum(budgets):,} labels trained per run (budgets {', '.join(map(str, budgets))}), "
            f"× {n_runs} runs per recipe.", "",
            "| recipe | rounds measured | s per label | hours per run | CPU hours, all runs |", "|---|---|---|---|---|"]

@@ -538,6 +538,7 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
                          final["f1"], cache_file)
             else:
                 train_set = [llm_labels[i] for i in labeled_idx]
+                cpu_started = time.process_time()  # CPU time: what a round costs on a shared machine
                 result = train(train_set, gold, train_cfg, labels=labels, encoder=cfg.encoder)
                 final = evaluate(result.model)
                 rounds.append({"round": r, "labels": len(labeled_idx), **final,
@@ -547,7 +548,8 @@ def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
                                    [pool[i].text for i in labeled_idx])["f1"]),
                                "best_epoch": result.metrics.get("best_epoch"),
                                "epochs": result.metrics.get("epochs"),
-                               "train_seconds": result.metrics.get("train_time_s")})
+                               "train_seconds": result.metrics.get("train_time_s"),
+                               "cpu_seconds": round(time.process_time() - cpu_started, 1)})
                 if result.sentence_weights:
                     rounds[-1]["weights"] = weight_diagnostics(
                         result.sentence_weights,
