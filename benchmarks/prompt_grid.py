@@ -2,7 +2,10 @@
 
 A one-factor-at-a-time design around a base prompt (k-NN demonstrations, k=5, verbalized label hints,
 JSON-schema output): each other cell changes one factor (no demos, random demos, k=10, hints off, free
-text). Every cell writes `<out>/<dataset>/<cell>/results.json` when it is complete, and a cell with one is
+text). Demonstrations come from at most `--demo-pool` train sentences (5,000: all of BC5CDR's 4,560, a
+seeded sample of CoNLL03's 14,041, so that embedding them stays affordable on a loaded machine).
+
+Every cell writes `<out>/<dataset>/<cell>/results.json` when it is complete, and a cell with one is
 skipped, so the grid resumes where it stopped (replies are cached too, so a cell cut short is cheap
 to redo). After each cell the table `<out>/README.md` is rewritten from the results on disk.
 
@@ -30,7 +33,10 @@ from benchmarks._common import DATA, REPO, RESULTS, machine
 log = logging.getLogger("prompt_grid")
 
 OUT = RESULTS / "prompt"
-CACHE = REPO / ".llmaaa" / "prompt-grid-cache"
+# Replies are committed with the results (a few hundred KB), so a grid cut short resumes on another
+# machine without redoing its calls; the train-split embeddings (MBs, cheap to redo) are not.
+CACHE = OUT / "cache"
+EMBEDDINGS = REPO / ".llmaaa" / "prompt-grid-cache" / "embeddings.npz"
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1, help="server instances and calls in flight")
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
     p.add_argument("--prompt-version", default=None, help="default: the backend's template version")
+    p.add_argument("--demo-pool", type=int, default=5000,
+                   help="train sentences demos are drawn from (seeded sample; BC5CDR has 4,560: all of them)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--cache", type=Path, default=CACHE)
     p.add_argument("--report-only", action="store_true")
@@ -144,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         log.info("prompt grid: %d cells to run (%s), prompt ner.%s", len(todo),
                  ", ".join(f"{ds}/{c.name}" for c, ds in todo), version)
         if todo:
-            with endpoint(args.base_url, args.threads, args.concurrency, args.cache) as url:
+            with endpoint(args.base_url, args.threads, args.concurrency, EMBEDDINGS.parent) as url:
                 for cell, ds in todo:
                     began = time.monotonic()
                     cfg = EvalConfig(data=DATA / ds, out=args.out / ds / cell.name, split="dev", n=args.n,
                                      demos=cell.demos, k=cell.k, seed=args.seed, hints=cell.hints,
                                      json_schema=cell.json_schema, base_url=url, prompt_version=version,
+                                     demo_pool=args.demo_pool, embedding_cache=EMBEDDINGS,
                                      concurrency=args.concurrency, cache=args.cache, timeout=600)
                     res = run_eval(cfg)
                     res_path = cfg.out / "results.json"

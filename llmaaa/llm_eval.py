@@ -181,6 +181,7 @@ class EvalConfig:
     max_retries: int = 2
     max_tokens: int = 256
     cache: Path = DEFAULT_CACHE
+    embedding_cache: Path | None = None  # None: <cache>/embeddings.npz
 
 
 def default_prompt_version() -> str:
@@ -222,7 +223,7 @@ def run_eval(cfg: EvalConfig, embedder: Any = None) -> dict[str, Any]:
     cfg.cache.mkdir(parents=True, exist_ok=True)
     demo_source: Any = None
     if cfg.demos == "knn":
-        embedder = embedder or CachedEmbedder(cfg.cache / "embeddings.npz")
+        embedder = embedder or CachedEmbedder(cfg.embedding_cache or cfg.cache / "embeddings.npz")
         demo_source = knn_index(train, embedder, cfg.k)
     elif cfg.demos == "random":
         demo_source = RandomDemos(train, cfg.seed)
