@@ -103,6 +103,16 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Failure:
+    reason: Reason
+    kind: str  # the metric label: rate_limited, server_error, http_error, timeout, connection
+    status: int | None
+    message: str
+    retryable: bool
+    wait: float | None  # Retry-After, when the server gave one
+
+
 class LLMClient:
     """A chat-completions client for one endpoint and model (temperature 0). Thread-safe."""
 
@@ -173,7 +183,7 @@ class LLMClient:
 
     def complete(self, messages: Sequence[Mapping[str, str]], json_schema: dict[str, Any] | None = None
                  ) -> Completion:
-        """One chat completion. Raises `LLMCallError` once the retries are spent."""
+        """One chat completion. Raises `LLMCallError` once the retries are spent (the one retry policy)."""
         use_schema = json_schema is not None and self.schema_supported is not False
         attempt = 0
         started = time.monotonic()
@@ -183,38 +193,19 @@ class LLMClient:
                 response = self._request(messages, fmt)
                 break
             except openai.APIStatusError as exc:
-                status = exc.status_code
-                if use_schema and status in SCHEMA_REJECT_STATUS and self.schema_supported is not True:
+                if use_schema and exc.status_code in SCHEMA_REJECT_STATUS and self.schema_supported is not True:
                     # Maybe json_schema is unsupported, maybe the request is bad: the plain retry below
                     # tells which, and only its success marks the endpoint as schema-less.
                     log.info("LLM endpoint answered %s to a json_schema response_format; retrying without it",
-                             status)
+                             exc.status_code)
                     use_schema = False
                     self._count("schema_fallbacks")
                     continue
-                retryable = status in RETRYABLE_STATUS or status >= 500
-                reason: Reason = "rate_limited" if status == 429 else "http_error"
-                kind = "server_error" if status >= 500 else reason
-                message = f"HTTP {status}: {self._redact(str(exc))}"
-                wait = _retry_after(exc) if retryable else None
-            except openai.APITimeoutError:  # before APIConnectionError: it is a subclass
-                status, retryable, reason = None, True, "timeout"
-                kind, message, wait = reason, f"no answer within {self.timeout:g} s", None
-            except openai.APIConnectionError as exc:
-                status, retryable, reason = None, True, "connection"
-                kind, message, wait = reason, self._redact(f"cannot reach the LLM endpoint: {exc}"), None
-            labels = {"kind": kind, "status": NO_STATUS if status is None else str(status)}
-            self.metrics.inc("llmaaa_llm_errors_total", **labels)
-            if not retryable or attempt >= self.max_retries:
-                self._count("failures")
-                log.warning("LLM call failed after %d attempt(s): %s: %s", attempt + 1, reason, message)
-                raise LLMCallError(reason, message, status, attempt + 1)
-            delay = self._backoff(attempt, wait)
+                failure = self._classify(exc)
+            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                failure = self._classify(exc)
+            self._after_failure(failure, attempt)
             attempt += 1
-            self._count("retries")
-            self.metrics.inc("llmaaa_llm_retries_total", **labels)
-            log.info("LLM %s (attempt %d), retrying in %.2f s", reason, attempt, delay)
-            self._sleep(delay)
         if json_schema is not None and self.schema_supported is None:
             # The first success settles it: schema accepted, or plain worked after a 4xx on schema.
             self.schema_supported = use_schema
@@ -222,6 +213,37 @@ class LLMClient:
                 log.warning("LLM endpoint %s rejects json_schema output; using plain prompting from now on",
                             self.base_url or "(default)")
         self._count("completions")
+        return self._completion(response, time.monotonic() - started, attempt + 1, use_schema)
+
+    def _classify(self, exc: Exception) -> _Failure:
+        """Reason, metric kind, HTTP status, message and whether (and after what wait) to retry."""
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            retryable = status in RETRYABLE_STATUS or status >= 500
+            reason: Reason = "rate_limited" if status == 429 else "http_error"
+            return _Failure(reason, "server_error" if status >= 500 else reason, status,
+                            f"HTTP {status}: {self._redact(str(exc))}", retryable,
+                            _retry_after(exc) if retryable else None)
+        if isinstance(exc, openai.APITimeoutError):  # before APIConnectionError: it is a subclass
+            return _Failure("timeout", "timeout", None, f"no answer within {self.timeout:g} s", True, None)
+        return _Failure("connection", "connection", None,
+                        self._redact(f"cannot reach the LLM endpoint: {exc}"), True, None)
+
+    def _after_failure(self, failure: _Failure, attempt: int) -> None:
+        """Count the failure; raise once retries are spent, else sleep the backoff."""
+        labels = {"kind": failure.kind, "status": NO_STATUS if failure.status is None else str(failure.status)}
+        self.metrics.inc("llmaaa_llm_errors_total", **labels)
+        if not failure.retryable or attempt >= self.max_retries:
+            self._count("failures")
+            log.warning("LLM call failed after %d attempt(s): %s: %s", attempt + 1, failure.reason, failure.message)
+            raise LLMCallError(failure.reason, failure.message, failure.status, attempt + 1)
+        delay = self._backoff(attempt, failure.wait)
+        self._count("retries")
+        self.metrics.inc("llmaaa_llm_retries_total", **labels)
+        log.info("LLM %s (attempt %d), retrying in %.2f s", failure.reason, attempt + 1, delay)
+        self._sleep(delay)
+
+    def _completion(self, response: Any, latency_s: float, attempts: int, structured: bool) -> Completion:
         choice = response.choices[0] if response.choices else None
         content = (choice.message.content if choice and choice.message else None) or ""
         usage = getattr(response, "usage", None)
@@ -230,8 +252,8 @@ class LLMClient:
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             model=str(getattr(response, "model", None) or self.model),
-            latency_s=time.monotonic() - started,
-            attempts=attempt + 1,
-            structured=use_schema,
+            latency_s=latency_s,
+            attempts=attempts,
+            structured=structured,
             finish_reason=(getattr(choice, "finish_reason", None) or None) if choice else None,
         )
