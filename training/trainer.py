@@ -179,10 +179,13 @@ def _param_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str,
 
 
 def epoch_batches(lengths: Sequence[int], size: int, gen: torch.Generator, bucket: bool = True,
-                  pool_batches: int = 16) -> list[list[int]]:
+                  pool_batches: int = 8) -> list[list[int]]:
     """One epoch of batches (indices). Bucketed: shuffle, sort each pool of `pool_batches` batches
     by length, cut it into batches, shuffle the batch order, so a batch pads to nearly no waste but
-    its members still change every epoch. The batch count is that of plain shuffling."""
+    its members still change every epoch. The batch count is that of plain shuffling.
+
+    Pools of 8 batches: on 500 BC5CDR sentences at batch 8, padded tokens per real token drop from
+    1.83 (shuffled) to 1.19 (16 batches: 1.10, 4: 1.31); smaller pools keep batches more random."""
     perm = torch.randperm(len(lengths), generator=gen).tolist()
     if not bucket:
         return [perm[s : s + size] for s in range(0, len(perm), size)]
@@ -194,10 +197,14 @@ def epoch_batches(lengths: Sequence[int], size: int, gen: torch.Generator, bucke
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
-def _cyclic_batches(lengths: Sequence[int], size: int, gen: torch.Generator, bucket: bool) -> Iterator[list[int]]:
-    """Endless meta batches: each cycle is a fresh shuffle of the whole meta set."""
+def _cyclic_batches(n: int, size: int, gen: torch.Generator) -> Iterator[list[int]]:
+    """Endless meta batches: each cycle is a fresh shuffle of the whole meta set. Not length-bucketed:
+    on a 100-sentence set that would fix which sentences share a meta batch, and the meta gradient
+    is worth its diversity (its cost is amortised by `meta_every` instead)."""
     while True:
-        yield from epoch_batches(lengths, size, gen, bucket)
+        perm = torch.randperm(n, generator=gen).tolist()
+        for s in range(0, n, size):
+            yield perm[s : s + size]
 
 
 def dev_loss_and_predictions(
@@ -250,9 +257,8 @@ class _Trainer:
         self.alphas = rw.step_sizes(self.model, config.encoder_lr, config.head_lr)
         self.gen = torch.Generator().manual_seed(config.seed)
         # The meta stream has its own generator: the training order is the same with or without it.
-        meta_lengths = [len(e) for e in self.enc_meta]
-        self.meta_stream = _cyclic_batches(meta_lengths, config.meta_batch_size,
-                                           torch.Generator().manual_seed(config.seed + 1), config.bucket_batches)
+        self.meta_stream = _cyclic_batches(len(self.enc_meta), config.meta_batch_size,
+                                           torch.Generator().manual_seed(config.seed + 1))
         self.meta_grad: dict[str, torch.Tensor] | None = None
         self.tangent: dict[str, torch.Tensor] | None = None
         self.meta_step = -1

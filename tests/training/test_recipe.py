@@ -265,3 +265,17 @@ def test_progress_callback_reports_epochs_and_steps(tiny_encoder: Path) -> None:
     assert [c["step"] for c in calls] == sorted(c["step"] for c in calls)
     assert calls[-1]["step"] == calls[-1]["total_steps"] == 6
     assert any(c["phase"] == "train" and c["step"] == 2 for c in calls)  # every progress_every steps
+
+
+def test_cli_options_override_the_recipe() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    tr.add_arguments(parser)
+    args = parser.parse_args(["--train", "t.jsonl", "--meta", "m.jsonl", "--recipe", "recipe", "--mix-alpha", "0.3",
+                              "--epochs", "5", "--meta-full", "--weight-granularity", "token"])
+    config = tr.config_from_args(args)
+    assert config == TrainConfig.from_recipe("recipe", mix_alpha=0.3, max_epochs=5, meta_full=True,
+                                             weight_granularity="token")
+    plain = tr.config_from_args(parser.parse_args(["--train", "t", "--meta", "m", "--no-reweight"]))
+    assert plain.reweight is False and plain.mix_alpha == TrainConfig().mix_alpha
