@@ -51,6 +51,8 @@ def register(sub: Any) -> None:
     p.add_argument("--preannotate", type=int, default=50, help="first batch of LLM pre-annotations")
     p.add_argument("--noise", type=float, default=0.3, help="simulated LLM noise (see docs/simulated-llm.md)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument("--ls-timeout", type=float, default=600.0,
+                   help="seconds to wait for Label Studio (its first start runs migrations: minutes on a busy box)")
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop (for smoke tests)")
     p.set_defaults(func=cmd_demo)
 
@@ -116,14 +118,14 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
             raise SystemExit(f"port {port} is in use: stop what listens there, or pass another --*-port")
     ls_cfg = LabelStudioConfig(data_dir=state / "label-studio", port=args.ls_port)
     print(f"starting Label Studio {ls_cfg.url} (the first start runs migrations, ~30 s) ...", flush=True)
-    services.append(start_label_studio(ls_cfg))
+    services.append(start_label_studio(ls_cfg, timeout=args.ls_timeout))
 
     llm_url = f"http://127.0.0.1:{args.llm_port}/v1"
     print(f"starting the SIMULATED LLM (noise {args.noise}) at {llm_url} ...", flush=True)
     llm = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(args.data), "--port", str(args.llm_port),
                                            "--noise", str(args.noise)), llm_url, state / "fake-llm.log")
     services.append(llm)
-    wait_until(llm, http_ok(f"{llm_url}/models"), 60)
+    wait_until(llm, http_ok(f"{llm_url}/models"), 180)
 
     redis_svc = ensure_redis(args.redis_url, state / "redis")
     services.append(redis_svc)
@@ -145,7 +147,7 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
     backend = spawn("backend", llmaaa_command("serve", "--port", str(args.backend_port)), backend_url,
                     state / "backend.log", env)
     services.append(backend)
-    wait_until(backend, http_ok(f"{backend_url}/health"), 60)
+    wait_until(backend, http_ok(f"{backend_url}/health"), 300)  # torch import: a minute on a busy box
     services.append(spawn("worker", llmaaa_command("worker"), "rq", state / "worker.log", env))
 
     settings = Settings(**{k.lower(): v for k, v in env.items()})

@@ -117,6 +117,10 @@ class Annotator:
             "els => els.map(e => [e.innerText, e.getAttribute('data-label') || ''])")
         return [(text.strip(), label.split(":", 1)[-1]) for text, label in found]
 
+    def labeling_text(self) -> str:
+        """What the labeling area (not the Data Manager's side list) shows as text."""
+        return self.page.locator(".lsf-main-view, .lsf-main-content").first.inner_text()
+
     def data_manager_row_text(self, task_id: int) -> str:
         """The text of the Data Manager row of `task_id` (its first cell is the id)."""
         for row in self.page.locator(".lsf-table-row").all_inner_texts():
