@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -183,6 +183,122 @@ class _State:
             self.rng = random.Random(f"llmaaa-simulation-faults:{self.seed}")
 
 
+@dataclass
+class _SimulatedLLM:
+    """What the routes do, one small method per step: auth, request checks, injected faults, the answer."""
+
+    teacher: SimulatedTeacher
+    faults: FaultConfig
+    state: _State
+    model: str
+    json_schema: bool
+    api_key: str | None
+    sleep: Callable[[float], None]
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def unauthorized(self) -> Response | None:
+        if not self.api_key:
+            return None
+        header = request.headers.get("Authorization", "")
+        if hmac.compare_digest(header.encode(), f"Bearer {self.api_key}".encode()):
+            return None
+        self.state.count("unauthorized")
+        return _error(401, "Incorrect API key provided (simulated LLM).", "invalid_request_error",
+                      "invalid_api_key")
+
+    def model_card(self) -> dict[str, Any]:
+        return {"id": self.model, "object": "model", "created": self.created, "owned_by": OWNED_BY}
+
+    def bad_request(self, body: Any) -> Response | None:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            self.state.count("bad_request")
+            return _error(400, "'messages' must be a non-empty list.", "invalid_request_error", None, "messages")
+        if body.get("stream"):
+            self.state.count("bad_request")
+            return _error(400, "The simulated LLM does not stream.", "invalid_request_error", None, "stream")
+        fmt = body.get("response_format") or {}
+        if (fmt.get("type") if isinstance(fmt, Mapping) else None) == "json_schema" and not self.json_schema:
+            self.state.count("rejected_json_schema")
+            return _error(400, "response_format 'json_schema' is not supported by this server (simulated).",
+                          "invalid_request_error", None, "response_format")
+        return None
+
+    def injected_failure(self, u_fail: float, u_fail_kind: float, u_jitter: float) -> Response | None:
+        """A simulated 429, hang or 500, decided per request; the latency is slept here either way."""
+        failure = _pick(u_fail_kind, FAIL_SPLIT) if u_fail < self.faults.fail_rate else None
+        if failure == "rate_limited":
+            self.state.count("fault_rate_limited")
+            resp = _error(429, "Rate limit reached for requests (simulated).", "requests", "rate_limit_exceeded")
+            resp.headers["Retry-After"] = f"{self.faults.retry_after_s:g}"
+            return resp
+        delay = (self.faults.latency_ms + u_jitter * self.faults.latency_jitter_ms) / 1000
+        if failure == "hang":
+            self.state.count("fault_hang")
+            delay += self.faults.hang_s
+        if delay > 0:
+            self.sleep(delay)
+        if failure == "server_error":
+            self.state.count("fault_server_error")
+            return _error(500, "The server had an error while processing your request (simulated).",
+                          "server_error", None)
+        return None
+
+    def entities(self, messages: list[Any]) -> list[dict[str, str]]:
+        try:
+            query, demos = read_prompt(messages)
+            entities = self.teacher.answer(query, demo_surface_forms(demos))
+        except PromptFormatError as exc:
+            log.warning("simulated LLM: cannot read the prompt (%s); answering no entities", exc)
+            self.state.count("unreadable_prompt")
+            return []
+        if entities is None:
+            log.warning("simulated LLM: unknown text %r; answering no entities", query[:80])
+            self.state.count("unknown_text")
+            return []
+        return entities
+
+    def content(self, body: dict[str, Any], u_bad: float, u_bad_kind: float, u_variant: float) -> tuple[str, str]:
+        """The reply text and its finish_reason, after injected malformations and the max_tokens cut."""
+        content = json.dumps({"entities": self.entities(body["messages"])}, ensure_ascii=False)
+        finish_reason = "stop"
+        if u_bad < self.faults.malformed_rate:
+            kind = _pick(u_bad_kind, MALFORMED_SPLIT)
+            self.state.count(f"malformed_{kind}")
+            content = malform(content, kind, u_variant)
+            finish_reason = "length" if kind == "truncated" else "stop"
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(max_tokens, int) and max_tokens > 0 and estimate_tokens(content) > max_tokens:
+            content, finish_reason = content[: max_tokens * 4], "length"
+            self.state.count("cut_by_max_tokens")
+        return content, finish_reason
+
+    def chat_completion(self) -> Response:
+        if (denied := self.unauthorized()) is not None:
+            return denied
+        self.state.count("requests")
+        body = request.get_json(silent=True)
+        if (bad := self.bad_request(body)) is not None:
+            return bad
+        # One draw per request, always the same count: fault decisions are per request, not per text.
+        u_fail, u_fail_kind, u_bad, u_bad_kind, u_variant, u_jitter = self.state.draw(6)
+        if (failed := self.injected_failure(u_fail, u_fail_kind, u_jitter)) is not None:
+            return failed
+        content, finish_reason = self.content(body, u_bad, u_bad_kind, u_variant)
+        self.state.count("answered")
+        # ~4 tokens of chat framing per message, as OpenAI counts them.
+        prompt_tokens = sum(estimate_tokens(message_text(m.get("content"))) + 4
+                            for m in body["messages"] if isinstance(m, Mapping))
+        completion_tokens = estimate_tokens(content)
+        return jsonify({
+            "id": f"chatcmpl-sim-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+            "model": str(body.get("model") or self.model), "system_fingerprint": "llmaaa-simulation",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+
 def create_app(teacher: SimulatedTeacher, faults: FaultConfig | None = None, *, model: str = DEFAULT_MODEL,
                json_schema: bool = True, api_key: str | None = None,
                sleep: Callable[[float], None] = time.sleep) -> Flask:
@@ -192,38 +308,29 @@ def create_app(teacher: SimulatedTeacher, faults: FaultConfig | None = None, *, 
     output); `api_key` makes `Authorization: Bearer <key>` mandatory (401 otherwise).
     """
     faults = faults or FaultConfig()
-    state = _State(faults.seed)
-    created = int(time.time())
+    sim = _SimulatedLLM(teacher, faults, _State(faults.seed), model, json_schema, api_key, sleep)
     app = Flask("llmaaa.simulation")
-    app.config["SIMULATION"] = {"teacher": teacher, "faults": faults, "state": state}
+    app.config["SIMULATION"] = {"teacher": teacher, "faults": faults, "state": sim.state}
+    app.post("/v1/chat/completions")(sim.chat_completion)
+    _register_models_and_health(app, sim)
+    return app
 
-    def unauthorized() -> Response | None:
-        if not api_key:
-            return None
-        header = request.headers.get("Authorization", "")
-        if hmac.compare_digest(header.encode(), f"Bearer {api_key}".encode()):
-            return None
-        state.count("unauthorized")
-        return _error(401, "Incorrect API key provided (simulated LLM).", "invalid_request_error",
-                      "invalid_api_key")
 
-    def model_card() -> dict[str, Any]:
-        return {"id": model, "object": "model", "created": created, "owned_by": OWNED_BY}
-
+def _register_models_and_health(app: Flask, sim: _SimulatedLLM) -> None:
     @app.get("/v1/models")
     def list_models() -> Response:
-        if (denied := unauthorized()) is not None:
+        if (denied := sim.unauthorized()) is not None:
             return denied
-        return jsonify({"object": "list", "data": [model_card()]})
+        return jsonify({"object": "list", "data": [sim.model_card()]})
 
     @app.get("/v1/models/<path:model_id>")
     def get_model(model_id: str) -> Response:
-        if (denied := unauthorized()) is not None:
+        if (denied := sim.unauthorized()) is not None:
             return denied
-        if model_id != model:
-            return _error(404, f"The model '{model_id}' does not exist (simulated LLM serves '{model}').",
+        if model_id != sim.model:
+            return _error(404, f"The model '{model_id}' does not exist (simulated LLM serves '{sim.model}').",
                           "invalid_request_error", "model_not_found", "model")
-        return jsonify(model_card())
+        return jsonify(sim.model_card())
 
     @app.get("/health")
     def health() -> Response:  # open even with an API key: for readiness checks
@@ -231,101 +338,14 @@ def create_app(teacher: SimulatedTeacher, faults: FaultConfig | None = None, *, 
 
     @app.get("/v1/simulation/stats")
     def stats() -> Response:
-        with state.lock:
-            counters = dict(state.stats)
-        return jsonify({"simulation": True, "noise": teacher.noise, "seed": teacher.seed,
-                        "demo_aware": teacher.demo_aware, "known_texts": len(teacher),
-                        "json_schema": json_schema, "faults": asdict(faults), "counters": counters})
+        with sim.state.lock:
+            counters = dict(sim.state.stats)
+        t = sim.teacher
+        return jsonify({"simulation": True, "noise": t.noise, "seed": t.seed, "demo_aware": t.demo_aware,
+                        "known_texts": len(t), "json_schema": sim.json_schema, "faults": asdict(sim.faults),
+                        "counters": counters})
 
     @app.post("/v1/simulation/reset")
     def reset() -> Response:
-        state.reset()
+        sim.state.reset()
         return jsonify({"reset": True})
-
-    @app.post("/v1/chat/completions")
-    def chat_completions() -> Response:
-        if (denied := unauthorized()) is not None:
-            return denied
-        state.count("requests")
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            state.count("bad_request")
-            return _error(400, "'messages' must be a non-empty list.", "invalid_request_error", None,
-                          "messages")
-        if body.get("stream"):
-            state.count("bad_request")
-            return _error(400, "The simulated LLM does not stream.", "invalid_request_error", None, "stream")
-        fmt = body.get("response_format") or {}
-        fmt_type = fmt.get("type") if isinstance(fmt, Mapping) else None
-        if fmt_type == "json_schema" and not json_schema:
-            state.count("rejected_json_schema")
-            return _error(400, "response_format 'json_schema' is not supported by this server (simulated).",
-                          "invalid_request_error", None, "response_format")
-
-        # One draw per request, always the same count: fault decisions are per request, not per text.
-        u_fail, u_fail_kind, u_bad, u_bad_kind, u_variant, u_jitter = state.draw(6)
-        failure = _pick(u_fail_kind, FAIL_SPLIT) if u_fail < faults.fail_rate else None
-        if failure == "rate_limited":
-            state.count("fault_rate_limited")
-            resp = _error(429, "Rate limit reached for requests (simulated).", "requests",
-                          "rate_limit_exceeded")
-            resp.headers["Retry-After"] = f"{faults.retry_after_s:g}"
-            return resp
-        delay = (faults.latency_ms + u_jitter * faults.latency_jitter_ms) / 1000
-        if failure == "hang":
-            state.count("fault_hang")
-            delay += faults.hang_s
-        if delay > 0:
-            sleep(delay)
-        if failure == "server_error":
-            state.count("fault_server_error")
-            return _error(500, "The server had an error while processing your request (simulated).",
-                          "server_error", None)
-
-        messages = body["messages"]
-        try:
-            query, demos = read_prompt(messages)
-            entities = teacher.answer(query, demo_surface_forms(demos))
-        except PromptFormatError as exc:
-            log.warning("simulated LLM: cannot read the prompt (%s); answering no entities", exc)
-            state.count("unreadable_prompt")
-            entities = []
-        else:
-            if entities is None:
-                log.warning("simulated LLM: unknown text %r; answering no entities", query[:80])
-                state.count("unknown_text")
-                entities = []
-        content = json.dumps({"entities": entities}, ensure_ascii=False)
-        finish_reason = "stop"
-        if u_bad < faults.malformed_rate:
-            kind = _pick(u_bad_kind, MALFORMED_SPLIT)
-            state.count(f"malformed_{kind}")
-            content = malform(content, kind, u_variant)
-            finish_reason = "length" if kind == "truncated" else "stop"
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        if isinstance(max_tokens, int) and max_tokens > 0 and estimate_tokens(content) > max_tokens:
-            content, finish_reason = content[: max_tokens * 4], "length"
-            state.count("cut_by_max_tokens")
-        state.count("answered")
-        # ~4 tokens of chat framing per message, as OpenAI counts them.
-        prompt_tokens = sum(estimate_tokens(message_text(m.get("content"))) + 4
-                            for m in messages if isinstance(m, Mapping))
-        completion_tokens = estimate_tokens(content)
-        return jsonify({
-            "id": f"chatcmpl-sim-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(body.get("model") or model),
-            "system_fingerprint": "llmaaa-simulation",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
-
-    return app
-
