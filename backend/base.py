@@ -24,10 +24,9 @@ class MLBase(ABC):
     heavy clients every time).
     """
 
-    def __init__(self, project_id: int, label_config: str, **extra: Any) -> None:
+    def __init__(self, project_id: int, label_config: str) -> None:
         self.project_id = project_id
         self.label_config = label_config
-        self.extra = extra
         self.setup()
 
     def setup(self) -> None:  # noqa: B027 - optional hook, as in LabelStudioMLBase

@@ -131,9 +131,6 @@ class SimulatedTeacher:
         # A client may have normalised whitespace (e.g. stripped the text): match it up to that.
         return self._by_squashed.get(_squash(text))
 
-    def knows(self, text: str) -> bool:
-        return self._known(text) is not None
-
     def answer_spans(self, query_text: str, demo_surface_forms: Iterable[str] = ()) -> list[Span] | None:
         """Noisy spans as character offsets into the known sentence; None for an unknown text."""
         text = self._known(query_text)
