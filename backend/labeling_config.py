@@ -51,6 +51,13 @@ class LabelSchema:
     labels: list[LabelSpec]
     config: str | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def plain(cls, labels: Sequence[str], descriptions: Mapping[str, str] | None = None) -> LabelSchema:
+        """The schema of a generated config (`build_label_config`'s names) for bare label values, each
+        described by `descriptions` or by its own name: for callers with no Label Studio project."""
+        described = descriptions or {}
+        return cls("label", "text", "text", [LabelSpec(lab, described.get(lab) or lab) for lab in labels])
+
     def __post_init__(self) -> None:
         if not self.labels:
             raise ValueError("a label schema needs at least one label")

@@ -156,3 +156,12 @@ def test_validate_prediction(schema: LabelSchema) -> None:
     assert any("Score" in e for e in schema.validate_prediction({**good, "score": 7.0}, text))
     assert any("from_name" in e for e in schema.validate_prediction(
         {"result": [{**good["result"][0], "from_name": "nope"}]}, text))
+
+
+def test_plain_schema_equals_the_parsed_generated_config() -> None:
+    from backend.labeling_config import LabelSchema, LabelSpec, build_label_config, parse_label_config
+
+    plain = LabelSchema.plain(["Chemical", "Disease"], {"Chemical": "a drug"})
+    parsed = parse_label_config(build_label_config([LabelSpec("Chemical", "a drug"), LabelSpec("Disease", "Disease")]))
+    assert (plain.from_name, plain.to_name, plain.value_key) == (parsed.from_name, parsed.to_name, parsed.value_key)
+    assert plain.labels == parsed.labels
