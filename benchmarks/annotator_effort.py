@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -241,6 +242,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rounds": [asdict(r) for r in rounds], "goals": goals, "work_dir": str(work)}
     finally:
         stack.stop()
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)  # ~350 MB of student versions and logs
 
 
 def _llm_on_test(stack: Stack, settings: Any, texts: list[str], work: Path) -> list[list[Span]]:
@@ -314,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ls-url", help="reuse a running Label Studio instead of starting one")
     p.add_argument("--ls-token", default=LabelStudioConfig(data_dir=Path(".")).token)
     p.add_argument("--ls-timeout", type=float, default=900, help="Label Studio start-up timeout (migrations)")
+    p.add_argument("--keep-work", action="store_true", help="keep the work dir (logs, models, state)")
     p.add_argument("--check-goals", action="store_true", help="exit 1 when a goal of issue 11 does not hold")
     p.add_argument("--out", default="annotator_effort")
     args = p.parse_args(argv)
