@@ -66,6 +66,7 @@ class SetupReport:
     preannotated: int = 0
     not_annotated: int = 0
     model_version: str | None = None
+    review_view_id: int | None = None
 
 
 def find_project(ls: LabelStudio, title: str) -> Any | None:
@@ -145,6 +146,30 @@ def ensure_webhook(ls: LabelStudio, project_id: int, backend_url: str, settings:
         raise explain(exc, f"registering the webhook {url}") from exc
 
 
+REVIEW_VIEW = "LLM review: least trusted first"
+WEIGHT_FIELD = "tasks:data.llm_label_weight"
+
+
+def ensure_review_view(ls: LabelStudio, project_id: int) -> int | None:
+    """A Data Manager tab that lists LLM-labelled tasks by learned weight, least trusted first.
+
+    Label Studio types every data column it does not render as "Unknown" (a "str" badge) whatever the JSON
+    value; a tab's `columnsDisplayType` marks `llm_label_weight` as a number, so it sorts numerically on
+    PostgreSQL too (data_manager/managers.py `apply_ordering`).
+    """
+    try:
+        for view in ls.views.list(project=project_id):
+            if (getattr(view, "data", None) or {}).get("title") == REVIEW_VIEW:
+                return int(view.id)
+        view = ls.views.create(project=project_id, data={
+            "title": REVIEW_VIEW, "ordering": [WEIGHT_FIELD], "filters": {"conjunction": "and", "items": []},
+            "columnsDisplayType": {WEIGHT_FIELD: "Number"}})
+        return int(view.id)
+    except Exception as exc:  # noqa: BLE001 - a convenience tab; the project works without it
+        log.warning("project %s: could not create the review tab: %s", project_id, exc)
+        return None
+
+
 def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int,
                 progress: bool = True) -> tuple[int, int, str]:
     """Push LLM pre-annotations for the first `limit` unannotated tasks without one at the current version.
@@ -188,6 +213,7 @@ def setup_project(ls: LabelStudio, settings: Settings, title: str, labels_file: 
     if backend_url:
         report.ml_backend_id = connect_backend(ls, project_id, backend_url, settings)
         report.webhook_ids = ensure_webhook(ls, project_id, backend_url, settings)
+    report.review_view_id = ensure_review_view(ls, project_id)
     if preannotate_n > 0:
         report.preannotated, report.not_annotated, report.model_version = preannotate(
             ls, project_id, settings, preannotate_n)

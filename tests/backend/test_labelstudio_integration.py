@@ -52,6 +52,10 @@ def test_predictions_land_on_the_right_tasks_with_exact_offsets(
     report = setup_project(ls, settings, "it: predictions", BC5CDR_LABELS, bc5cdr_dir / "train.jsonl",
                            N_TASKS, backend.url)
     assert report.imported == N_TASKS and report.ml_backend_id is not None and report.webhook_ids
+    # The review tab shows llm_label_weight as a number (LS types unrendered data columns as text).
+    (view,) = [v for v in ls.views.list(project=report.project_id) if v.id == report.review_view_id]
+    assert view.data["columnsDisplayType"] == {"tasks:data.llm_label_weight": "Number"}
+    assert view.data["ordering"] == ["tasks:data.llm_label_weight"]
     gold = {ex.id: ex for ex in load_split(bc5cdr_dir / "train.jsonl", limit=N_TASKS + 5)}
     tasks = list(iter_tasks(ls, report.project_id))
     # Two tasks become human-verified: they are the k-NN demo pool and get no LLM prediction after.
