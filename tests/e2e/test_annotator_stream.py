@@ -36,6 +36,9 @@ N_TASKS = 30
 N_PREANNOTATED = 20
 POISONED_POSITIONS = (10, 11)  # in id order: pre-annotated, but never reached by the first 6 stream tasks
 README_SHOTS = {"labeling-prelabels.png", "data-manager-after-round.png"}
+HIDDEN_DM_COLUMNS = ["inner_id", "cancelled_annotations", "annotators", "annotations_results", "annotations_ids",
+                     "predictions_results", "file_upload", "storage_filename", "created_at", "updated_at",
+                     "updated_by", "avg_lead_time", "draft_exists", "data.ref_id"]
 
 
 @dataclass
@@ -138,9 +141,7 @@ def walk(label_studio: LabelStudioConfig, fake_llm: Service, bc5cdr_dir: Path,
                 # The same task through the labeling stream: a Data Manager tab holding just that task, then
                 # "Label Tasks As Displayed" (the stream's next-task path, as Label All Tasks once the round's
                 # batch is done; the random tail makes waiting for it there non-deterministic).
-                tab = ls.views.create(project=pid, data={"title": "one task", "filters": {
-                    "conjunction": "and",
-                    "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": keep}]}})
+                tab = ls.views.create(project=pid, data=one_task_view("one task", keep))
                 restreamed = person.label_tasks_as_displayed(pid, int(tab.id))
                 result.restreamed = (restreamed, person.highlights())
                 result.shots.append(person.screenshot("restreamed-after-round.png"))
@@ -151,9 +152,20 @@ def walk(label_studio: LabelStudioConfig, fake_llm: Service, bc5cdr_dir: Path,
                 person.open_task(pid, failed_ids[0])
                 result.failed_view_text = person.labeling_text()
                 result.shots.append(person.screenshot("failed-task.png"))
-                person.open_data_manager(pid)
-                page.wait_for_timeout(1500)
+                # The Data Manager as a reviewer would set it up after a round: queue order, scores, status.
+                queue_tab = ls.views.create(project=pid, data={
+                    "title": "Queue after the round", "ordering": ["tasks:predictions_score"],
+                    "columnsDisplayType": {"tasks:data.llm_label_weight": "Number"},
+                    "hiddenColumns": {"explore": [f"tasks:{c}" for c in HIDDEN_DM_COLUMNS], "labeling": []},
+                    "filters": {"conjunction": "and", "items": []}})
+                page.goto(f"{label_studio.url}/projects/{pid}/data?tab={queue_tab.id}")
+                page.get_by_role("button", name="Label All Tasks").wait_for(timeout=60_000)
+                page.wait_for_timeout(2000)
                 result.shots.append(person.screenshot("data-manager-after-round.png"))
+                failed_tab = ls.views.create(project=pid, data=one_task_view("the failed task", failed_ids[0]))
+                page.goto(f"{label_studio.url}/projects/{pid}/data?tab={failed_tab.id}")
+                page.get_by_role("button", name="Label All Tasks").wait_for(timeout=60_000)
+                page.wait_for_timeout(1500)
                 result.failed_row_text = person.data_manager_row_text(failed_ids[0])
                 result.failed_task_data = dict(ls.tasks.get(id=failed_ids[0]).data or {})
             finally:
@@ -174,6 +186,12 @@ class StillBroken(AssertionError):
 def expect(condition: bool, message: object) -> None:
     if not condition:
         raise StillBroken(message)
+
+
+def one_task_view(title: str, task_id: int) -> dict[str, Any]:
+    """A Data Manager tab holding just one task."""
+    return {"title": title, "filters": {"conjunction": "and", "items": [
+        {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": task_id}]}}
 
 
 def wait_for_quietly(check: Any, timeout: float) -> bool:
