@@ -195,16 +195,20 @@ def meta_gradient(model: nn.Module, meta_batches: Sequence[Batch]) -> dict[str, 
     """
     params = _trainable(model)
     total = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in meta_batches)
-    grads: dict[str, torch.Tensor] = {n: torch.zeros_like(p) for n, p in params.items()}
+    grads: dict[str, torch.Tensor] = {}
     with no_dropout(model):
         for batch in meta_batches:
             logits = model(**model_inputs(batch)).logits
             summed = per_token_losses(logits, batch["labels"]).sum() / max(total, 1)
             parts = torch.autograd.grad(summed, list(params.values()), allow_unused=True)
             for (name, _), g in zip(params.items(), parts, strict=True):
-                if g is not None:
+                if g is None:
+                    continue
+                if name in grads:
                     grads[name].add_(g)
-    return grads
+                else:
+                    grads[name] = g  # the first batch's gradient is the accumulator: no zero-fill pass
+    return {n: grads[n] if n in grads else torch.zeros_like(p) for n, p in params.items()}
 
 
 def meta_tangent(model: nn.Module, meta_batch: Batch, alphas: Mapping[str, float]) -> dict[str, torch.Tensor]:

@@ -127,7 +127,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "mix_alpha": 0.5,
         "mix_ramp_epochs": 2,
         "meta_full": False,
-        "meta_every": 1,
+        "meta_every": 4,  # ≤ 2× a plain step (benchmarks/reweight_cost.py); the direction is ≤ 3 steps old
         "zero_fallback": "uniform",
         "gold_weight": 0.5,
         "weight_granularity": "sentence",
@@ -294,8 +294,10 @@ class _Trainer:
             return
         with mixed_precision(self.device, self.config.mixed_precision):
             grad = rw.meta_gradient(self.model, self._meta_batches())
-        self.tangent = {n: g * self.alphas[n] for n, g in grad.items()}
-        self.meta_grad = grad if self.config.gold_weight > 0 else None  # kept only for the gold term
+        # The gold term needs the raw gradient; otherwise it is scaled into the tangent in place.
+        self.meta_grad = grad if self.config.gold_weight > 0 else None
+        self.tangent = {n: g * self.alphas[n] if self.meta_grad is not None else g.mul_(self.alphas[n])
+                        for n, g in grad.items()}
         self.meta_step = self.step
         self.meta_computations += 1
 
