@@ -274,15 +274,28 @@ def parse_label_config(config: str, labels_file: str | Path | None = None) -> La
     raise ValueError("labeling config has no <Labels> control bound (toName) to a <Text> object")
 
 
+# The task data field the backend writes what the LLM did into ("LLM: 3 entities pre-labelled", "LLM failed:
+# timeout (retrying)"); generated configs show it above the text, so an annotator can tell the two apart.
+STATUS_KEY = "llm_status"
+NOT_ASKED = "LLM: not asked yet"
+
+
 def build_label_config(labels: Sequence[LabelSpec], from_name: str = "label", to_name: str = "text",
-                       value_key: str = "text") -> str:
-    """A span-NER labeling config; descriptions become `hint`s so parsing it gives the same schema."""
+                       value_key: str = "text", status_key: str | None = STATUS_KEY) -> str:
+    """A span-NER labeling config; descriptions become `hint`s so parsing it gives the same schema.
+
+    With `status_key`, a `<Header>` shows that data field above the text. Label Studio prints "undefined"
+    for a task without the field, so tasks imported for such a project carry it (`NOT_ASKED`).
+    """
     if not labels:
         raise ValueError("no labels")
     values = [lab.value for lab in labels]
     if len(set(values)) != len(values) or any(not v.strip() for v in values):
         raise ValueError(f"label values must be unique and non-empty: {values}")
-    lines = ["<View>", f"  <Labels name={quoteattr(from_name)} toName={quoteattr(to_name)}>"]
+    lines = ["<View>"]
+    if status_key:
+        lines.append(f"  <Header value={quoteattr('$' + status_key)} size=\"6\"/>")
+    lines.append(f"  <Labels name={quoteattr(from_name)} toName={quoteattr(to_name)}>")
     for i, lab in enumerate(labels):
         description = _squash(lab.description)
         # No hint when it would only repeat the value: parsing falls back to the value anyway.

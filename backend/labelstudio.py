@@ -142,3 +142,33 @@ def import_predictions_checked(
             f"Label Studio stored {created} of {len(predictions)} predictions (it drops invalid items silently)"
         )
     return created
+
+
+def _raw(ls: LabelStudio, method: str, path: str, **kwargs: Any) -> Any:
+    """A call the SDK has no method for, through its own authenticated HTTP client."""
+    response = ls._client_wrapper.httpx_client.request(path, method=method, **kwargs)  # noqa: SLF001
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def model_versions(ls: LabelStudio, project_id: int) -> dict[str, int]:
+    """Prediction count per model version (`GET /api/projects/<id>/model-versions/`), in one call."""
+    return {str(k): int(v) for k, v in (_raw(ls, "GET", f"api/projects/{project_id}/model-versions/") or {}).items()}
+
+
+def delete_version(ls: LabelStudio, project_id: int, version: str) -> int:
+    """Every prediction of one version in one call: one DELETE per prediction took 0.42 s each under load."""
+    count = _raw(ls, "DELETE", f"api/projects/{project_id}/model-versions/", json={"model_version": version})
+    return int(count or 0)
+
+
+def patch_task_data(ls: LabelStudio, updates: Mapping[int, dict[str, Any]], concurrency: int = 8) -> int:
+    """PATCH several tasks' data in parallel. Label Studio 1.23.2 has no bulk data update, and a PATCH
+    replaces `data` as a whole, so each update carries every field."""
+    if not updates:
+        return 0
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(updates)))) as pool:
+        list(pool.map(lambda item: ls.tasks.update(id=item[0], data=item[1]), updates.items()))
+    return len(updates)

@@ -20,7 +20,7 @@ from backend.demo_sync import DemoSync
 from backend.labelstudio import LabelStudioError, connect, explain
 from backend.llm_labels import DeferredLabelStore
 from backend.project_annotator import ProjectAnnotator
-from backend.retrier import FailedTaskRetrier, RetryPolicy
+from backend.retrier import FailedTaskRetrier, RetryPolicy, mark_status
 from backend.serving import predict_with_llm, predict_with_student
 from backend.student import StudentCache, StudentHandle
 
@@ -129,7 +129,21 @@ class NERBackendModel(MLBase):
         s = self.runtime.settings
         # First use: give the background demo fetch a moment, so the first predictions get demos.
         self.demo_sync.ready.wait(timeout=min(20.0, s.predict_deadline_s / 4))
-        return predict_with_llm(self.annotator, tasks, self.runtime.lanes, s.predict_deadline_s, self.model_version)
+        return predict_with_llm(self.annotator, tasks, self.runtime.lanes, s.predict_deadline_s, self.model_version,
+                                on_outcomes=self._write_status)
+
+    def _write_status(self, tasks: list[dict[str, Any]], outcomes: list[Any]) -> None:
+        """`llm_status` into the tasks' data, off the request thread (one PATCH per changed task)."""
+        if not self.confirmed() or self._closed:
+            return
+
+        def write() -> None:
+            try:
+                mark_status(self._ls(), self.llm_labels, tasks, outcomes, self.retrier.policy.max_attempts)
+            except Exception as exc:  # noqa: BLE001 - advisory: the prediction itself is what matters
+                log.warning("project %s: could not write llm_status: %s", self.project_id, exc)
+
+        self.demo_sync.queue(write)
 
     def serving_student(self) -> StudentHandle | None:
         """The student when the configured source says so (`auto`: once it beats the LLM on a fair comparison)."""

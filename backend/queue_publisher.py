@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.labeling_config import LabelSchema
-from backend.labelstudio import LabelStudioError, explain, import_predictions_checked
+from backend.labelstudio import (
+    LabelStudioError,
+    delete_version,
+    explain,
+    import_predictions_checked,
+    model_versions,
+)
 from training.spans import Span
 
 log = logging.getLogger(__name__)
@@ -81,10 +87,7 @@ def publish_queue(ls: Any, project_id: int, schema: LabelSchema, version: str, h
     if not predictions:
         raise LabelStudioError(f"project {project_id}: no task has LLM spans to queue; queue unchanged")
     try:
-        leftovers = [int(p.id) for p in ls.predictions.list(project=project_id) if p.model_version == version]
-        delete_predictions(ls, leftovers)
-    except LabelStudioError:
-        raise
+        delete_version(ls, project_id, version)  # leftovers of a crashed attempt: never two per task
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, f"clearing a half-published {version}") from exc
     texts = {item.task_id: item.text for item in [*head, *rest]}
@@ -93,11 +96,12 @@ def publish_queue(ls: Any, project_id: int, schema: LabelSchema, version: str, h
         ls.projects.update(id=project_id, sampling="Uncertainty sampling", model_version=version)
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, f"switching project {project_id} to {version}") from exc
-    stale = stale_prediction_ids(ls, project_id, version)
-    delete_predictions(ls, stale)
+    stale = 0
+    for old in stale_versions(ls, project_id, version):
+        stale += delete_version(ls, project_id, old)
     log.info("project %s: published %s, %d head + %d carried over, %d stale predictions deleted", project_id,
-             version, len(head), len(rest), len(stale))
-    return PublishReport(version, len(head), len(rest), uploaded, len(stale))
+             version, len(head), len(rest), stale)
+    return PublishReport(version, len(head), len(rest), uploaded, stale)
 
 
 def add_to_current(ls: Any, project_id: int, schema: LabelSchema, version: str, items: Sequence[QueueItem],
@@ -109,15 +113,9 @@ def add_to_current(ls: Any, project_id: int, schema: LabelSchema, version: str, 
     return import_predictions_checked(ls, project_id, schema, predictions, {i.task_id: i.text for i in items})
 
 
-def stale_prediction_ids(ls: Any, project_id: int, keep_version: str) -> list[int]:
+def stale_versions(ls: Any, project_id: int, keep_version: str) -> list[str]:
     """Our older round versions (never another tool's predictions)."""
-    return [int(p.id) for p in ls.predictions.list(project=project_id)
-            if (p.model_version or "").startswith(ROUND_PREFIX) and p.model_version != keep_version]
-
-
-def delete_predictions(ls: Any, ids: Sequence[int]) -> None:
-    for pid in ids:
-        ls.predictions.delete(id=pid)
+    return [v for v in model_versions(ls, project_id) if v.startswith(ROUND_PREFIX) and v != keep_version]
 
 
 def unannotated_with_labels(tasks: Sequence[Mapping[str, Any]], labels: Mapping[int, tuple[str, list[Span]]],

@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from backend.composition import Services
 from backend.labeling_config import LabelSchema
+from backend.labelstudio import patch_task_data
 from backend.project_snapshot import ProjectSnapshot, VerifiedSplit, held_out, read_project, split_verified
 from backend.settings import Settings, get_settings
 from backend.student import StudentHandle, model_store
@@ -216,15 +216,6 @@ def publish_student(services: Services, project_id: int, result: Any, comparison
 
 def _prf(scores: Mapping[str, Any]) -> dict[str, float]:
     return {k: round(float(scores[k]), 4) for k in ("precision", "recall", "f1")}
-
-
-def patch_task_data(ls: Any, updates: Mapping[int, dict[str, Any]], concurrency: int = 8) -> int:
-    """PATCH several tasks' data in parallel (Label Studio 1.23.2 has no bulk data update)."""
-    if not updates:
-        return 0
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(updates)))) as pool:
-        list(pool.map(lambda item: ls.tasks.update(id=item[0], data=item[1]), updates.items()))
-    return len(updates)
 
 
 def mark_suspects(ls: Any, snapshot: ProjectSnapshot, weights: Mapping[str, float]) -> int:

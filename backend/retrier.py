@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from backend.labeling_config import STATUS_KEY
+from backend.labelstudio import patch_task_data
 from backend.llm_labels import LLMFailure, LLMLabelStore
 from backend.project_annotator import PERMANENT_FAILURES, ProjectAnnotator
 from backend.queue_publisher import QueueItem, add_to_current
-from backend.retrain import patch_task_data
 
 log = logging.getLogger(__name__)
 
-STATUS_KEY = "llm_status"
 
 
 def status_text(ok: bool, n_spans: int = 0, reason: str = "", attempts: int = 0, max_attempts: int = 0) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -48,11 +49,15 @@ def not_annotated(task: dict[str, Any], reason: str) -> list[dict[str, Any]]:
 
 
 def predict_with_llm(annotator: ProjectAnnotator, tasks: list[dict[str, Any]], lanes: LLMLanes,
-                     deadline_s: float, version: str) -> list[list[dict[str, Any]]]:
+                     deadline_s: float, version: str,
+                     on_outcomes: Callable[[list[dict[str, Any]], list[AnnotationOutcome]], None] | None = None,
+                     ) -> list[list[dict[str, Any]]]:
+    """Predictions in task order; `on_outcomes(tasks, outcomes)` gets the ones that finished in time."""
     deadline = time.monotonic() + deadline_s
     pool = lanes.lane(len(tasks))
     futures: list[Future[AnnotationOutcome]] = [pool.submit(annotator.annotate_task, task) for task in tasks]
     results: list[list[dict[str, Any]]] = []
+    finished: list[tuple[dict[str, Any], AnnotationOutcome]] = []
     for task, future in zip(tasks, futures, strict=True):
         try:
             outcome = future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -60,6 +65,7 @@ def predict_with_llm(annotator: ProjectAnnotator, tasks: list[dict[str, Any]], l
             # Still running: it finishes into the cache and the label store; the next /predict is instant.
             results.append(not_annotated(task, "deadline"))
             continue
+        finished.append((task, outcome))
         if not outcome.ok:
             results.append(not_annotated(task, outcome.reason or "error"))
             continue
@@ -67,6 +73,8 @@ def predict_with_llm(annotator: ProjectAnnotator, tasks: list[dict[str, Any]], l
         prediction = annotator.to_prediction(task, outcome.spans, version, LIVE_SCORE)
         prediction.pop("task", None)  # /predict answers in task order; Label Studio adds the task itself
         results.append([prediction])
+    if on_outcomes is not None and finished:
+        on_outcomes([t for t, _ in finished], [o for _, o in finished])
     return results
 
 

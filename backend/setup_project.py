@@ -12,7 +12,7 @@ from typing import Any
 from label_studio_sdk import LabelStudio
 
 from backend.events import WEBHOOK_ACTIONS
-from backend.labeling_config import build_label_config, load_labels_file, parse_label_config
+from backend.labeling_config import NOT_ASKED, STATUS_KEY, build_label_config, load_labels_file, parse_label_config
 from backend.labelstudio import (
     LabelStudioError,
     explain,
@@ -52,7 +52,7 @@ def read_task_texts(path: Path, limit: int | None = None) -> Iterator[dict[str, 
             else:
                 text = line.rstrip("\n")
             count += 1
-            yield {"text": text, "ref_id": f"{path.stem}-{lineno}"}
+            yield {"text": text, "ref_id": f"{path.stem}-{lineno}", STATUS_KEY: NOT_ASKED}
 
 
 @dataclass
@@ -171,7 +171,7 @@ def ensure_review_view(ls: LabelStudio, project_id: int) -> int | None:
 
 
 def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int,
-                progress: bool = True) -> tuple[int, int, str]:
+                progress: bool = True, services: Any = None) -> tuple[int, int, str]:
     """Push LLM pre-annotations for the first `limit` unannotated tasks without one at the current version.
 
     Label Studio's own pull path stores one row at a time inside a 100 s request, so bulk work is pushed
@@ -180,8 +180,9 @@ def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int
     from backend.composition import Services
     from backend.project_snapshot import read_project, split_verified
     from backend.queue_publisher import QueueItem, add_to_current
+    from backend.retrier import mark_status
 
-    services = Services(settings)
+    services = services or Services(settings)
     labels = services.llm_labels(project_id)
     snapshot = read_project(ls, project_id, services.schema, labels.all())
     demos = services.demo_index(split_verified(snapshot.verified, settings.retrain_holdout_fraction).meta)
@@ -193,9 +194,15 @@ def preannotate(ls: LabelStudio, project_id: int, settings: Settings, limit: int
     items = [QueueItem(int(t["id"]), snapshot.text_of(t) or "", o.spans)
              for t, o in zip(todo, outcomes, strict=True) if o.ok]
     stored = add_to_current(ls, project_id, snapshot.schema, version, items)
+    try:
+        mark_status(ls, labels, todo, outcomes, settings.llm_retry_max_attempts)
+    except Exception as exc:  # noqa: BLE001 - the status column is advisory
+        log.warning("project %s: could not write llm_status: %s", project_id, exc)
     if stored:
-        # After ml.create, project.model_version is the backend's title, which no prediction carries.
-        ls.projects.update(id=project_id, model_version=version)
+        # After ml.create, project.model_version is the backend's title, which no prediction carries; and
+        # under "Uncertainty sampling" tasks without a prediction (failed calls) are served last, not blank
+        # in id order.
+        ls.projects.update(id=project_id, model_version=version, sampling="Uncertainty sampling")
     return stored, len(todo) - len(items), version
 
 

@@ -36,6 +36,8 @@ class FakeLabelStudio:
                                         import_predictions=self._import_predictions)
         self.tasks = SimpleNamespace(list=self._tasks_list, update=self._task_update, get=self._task_get)
         self.predictions = SimpleNamespace(list=self._predictions_list, delete=self._prediction_delete)
+        # The raw HTTP calls the SDK has no method for (backend.labelstudio._raw).
+        self._client_wrapper = SimpleNamespace(httpx_client=SimpleNamespace(request=self._raw_request))
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
@@ -87,6 +89,23 @@ class FakeLabelStudio:
     def _prediction_delete(self, id: int) -> None:
         self._check("predictions.delete")
         del self.prediction_rows[id]
+
+    def _raw_request(self, path: str, method: str, json: dict[str, Any] | None = None) -> Any:
+        self._check(f"{method} {path.split('/')[-2]}")
+        if path != f"api/projects/{self.project.id}/model-versions/":
+            raise AssertionError(f"the fake knows no {method} {path}")
+        if method == "GET":
+            counts: dict[str, int] = {}
+            for p in self.prediction_rows.values():
+                counts[p["model_version"]] = counts.get(p["model_version"], 0) + 1
+            body: Any = counts
+        else:
+            version = (json or {})["model_version"]
+            doomed = [pid for pid, p in self.prediction_rows.items() if p["model_version"] == version]
+            for pid in doomed:
+                del self.prediction_rows[pid]
+            body = len(doomed)
+        return SimpleNamespace(content=b"1", json=lambda: body, raise_for_status=lambda: None)
 
     # ------------------------------------------------------------ what an annotator meets
     def add_task(self, task_id: int, text: str, annotation: list[dict[str, Any]] | None = None) -> None:

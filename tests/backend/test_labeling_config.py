@@ -86,7 +86,9 @@ def test_build_escapes_and_round_trips() -> None:
     schema = parse_label_config(config)
     assert (schema.from_name, schema.to_name, schema.value_key) == ("lab", "doc", "body")
     assert schema.labels == [LabelSpec("Chem & Co", 'a "drug" <b> or compound'), LabelSpec("Disease", "Disease")]
-    assert "hint" not in config.splitlines()[3]  # no hint that only repeats the value
+    assert "hint" not in config.splitlines()[4]  # no hint that only repeats the value
+    assert config.splitlines()[1] == '  <Header value="$llm_status" size="6"/>'  # what the LLM did, above the text
+    assert "Header" not in build_label_config(labels, status_key=None)
     with pytest.raises(ValueError):
         build_label_config([LabelSpec("A", "x"), LabelSpec("A", "y")])
 

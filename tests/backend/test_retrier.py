@@ -75,3 +75,19 @@ def test_retries_stop_after_max_attempts_and_skip_annotated_tasks(setup) -> None
     asked = len(llm.asked)
     assert retrier.run_once(now=3e12).skipped == 1 and len(llm.asked) == asked
     assert 3 not in services.llm_labels(1).failures()
+
+
+def test_first_batch_marks_failures_at_once_and_serves_them_last(setup) -> None:
+    from backend.setup_project import preannotate
+
+    ls, services, _ = setup
+    stored, failed, version = preannotate(ls, 1, services.settings, 10, progress=False, services=services)
+    assert (stored, failed) == (9, 1)
+    # Marked when it failed, not at the first retry; and outside the queue until the pre-labelled are done.
+    assert "LLM failed: timeout" in ls.task_rows[3]["data"][STATUS_KEY]
+    assert ls.project.sampling == "Uncertainty sampling" and ls.project.model_version == version
+    served = []
+    while (tid := ls.next_task()) is not None:
+        served.append(tid)
+        ls.task_rows[tid]["annotations"] = [{"id": tid, "result": []}]
+    assert served[-1] == 3 and len(served) == 10

@@ -24,7 +24,9 @@ def test_tasks_from_jsonl_and_text_keep_stable_ref_ids(tmp_path: Path) -> None:
     data.write_text(json.dumps({"tokens": ["Aspirin", "helps", "."], "tags": ["B-Chemical", "O", "O"]}) + "\n\n"
                     + json.dumps({"text": "Raw text here"}) + "\n")
     tasks = list(read_task_texts(data))
-    assert tasks == [{"text": "Aspirin helps .", "ref_id": "train-0"}, {"text": "Raw text here", "ref_id": "train-2"}]
+    status = {"llm_status": "LLM: not asked yet"}  # the generated config shows it; never "undefined"
+    assert tasks == [{"text": "Aspirin helps .", "ref_id": "train-0", **status},
+                     {"text": "Raw text here", "ref_id": "train-2", **status}]
     assert list(read_task_texts(data, limit=1)) == tasks[:1]
     plain = tmp_path / "notes.txt"
     plain.write_text("first line\n\nsecond line\n")
