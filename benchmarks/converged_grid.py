@@ -133,6 +133,40 @@ def claim(out: Path) -> bool:
     return False
 
 
+def record_code(out: Path) -> None:
+    """Append the commit (and whether the code the run imports had local changes) to `code.jsonl`: the
+    trainer changes under an unfinished grid, and a resumed run may span commits."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = git("status", "--porcelain", "--", "training", "acquisition", "llmaaa", "backend")
+    with (out / "code.jsonl").open("a") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "commit": git("rev-parse", "HEAD"),
+                            "dirty": [line[3:] for line in dirty.splitlines()]}) + "\n")
+
+
+def stale(run: dict[str, Any]) -> bool:
+    """A finished run trained with another configuration than its recipe resolves to today."""
+    from dataclasses import asdict
+
+    from training.trainer import TrainConfig
+
+    recorded = run.get("train_config")
+    if not recorded:
+        return False
+    try:
+        now = asdict(TrainConfig.from_recipe(run["recipe"], seed=recorded.get("seed", run["seed"])))
+    except (ValueError, TypeError):
+        return True
+    return {k: v for k, v in now.items() if k in recorded} != recorded or set(now) != set(recorded)
+
+
 def grid_config(dataset: str, teacher: str, kind: str, recipe: str, seed: int, profile: str,
                 out: Path, stop_at: int | None = None) -> SimulationConfig:
     from llmaaa.simulate import SimulationConfig
@@ -163,6 +197,7 @@ def run_grid(datasets: list[str], teachers: list[str], kinds: list[str], recipes
         if stage_done(out, stop_at) or not claim(out):
             continue
         started = time.time()
+        record_code(out)
         logging.info("running %s%s", name, f" to {stop_at} labels" if stop_at else "")
         try:
             run_simulation(grid_config(dataset, teacher, kind, recipe, seed, profile, out, stop_at))
@@ -216,8 +251,12 @@ def report(profile: str, figures: Path | None = None) -> str:
     key_budgets = [b for b in (500, 2000) if b in budgets] or budgets[-1:]
     by = {(r["dataset"], r["teacher_kind"], r["noise"], r["recipe"], r["seed"]): r for r in runs}
     cells = sorted({k[:4] for k in by})
+    stale_runs = [f"{r['dataset']}-{r['teacher_kind']}-{r['noise']}-{r['recipe']}-s{r['seed']}" for r in runs
+                  if r["complete"] and stale(r)]
     lines = [f"Converged grid, profile `{profile}`: {sum(r['complete'] for r in runs)} finished runs, "
              f"{sum(not r['complete'] for r in runs)} in progress (their finished rounds are counted).",
+             *([f"**Stale** (trained with another configuration than the recipe's today; delete to rerun): "
+                f"{', '.join(stale_runs)}."] if stale_runs else []),
              "Test entity F1, mean ± sd over seeds (n seeds); teacher F1 = the simulated teacher's strict F1 on the",
              "LLM labels the student trained on at that budget.", "",
              "| dataset | teacher | noise | recipe | " + " | ".join(

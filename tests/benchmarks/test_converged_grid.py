@@ -118,3 +118,26 @@ def test_a_block_reaches_the_first_stage_in_every_run_before_going_on(tmp_path: 
     assert not grid.stage_done(out, 500)
     (out / "progress.json").write_text(json.dumps({"rounds": fake_rounds([0.3, 0.4, 0.5], 0.7)}))
     assert grid.stage_done(out, 500) and not grid.stage_done(out, None)
+
+
+def test_a_run_trained_with_another_recipe_configuration_is_flagged_stale(results: Path) -> None:
+    from dataclasses import asdict
+
+    from training.trainer import TrainConfig
+
+    folder = grid.OUT_ROOT / "converged" / grid.run_name("bc5cdr", "weak", "systematic", "plain", 1)
+    data = json.loads((folder / "results.json").read_text())
+    data["train_config"] = asdict(TrainConfig.from_recipe("plain", seed=1))
+    (folder / "results.json").write_text(json.dumps(data))
+    assert "Stale" not in grid.report("converged", figures=results / "figures")
+    data["train_config"]["max_epochs"] += 1  # the recipe changed since this run
+    (folder / "results.json").write_text(json.dumps(data))
+    text = grid.report("converged", figures=results / "figures")
+    assert "**Stale**" in text and "bc5cdr-weak-systematic-plain-s1" in text
+
+
+def test_record_code_appends_the_commit(tmp_path: Path) -> None:
+    grid.record_code(tmp_path)
+    grid.record_code(tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "code.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and len(lines[0]["commit"]) == 40 and isinstance(lines[0]["dirty"], list)
