@@ -117,6 +117,34 @@ COMPLETION_STOPS = ["\n\n", "\nInput:"]
 
 # ---------------------------------------------------------------------------------------- model
 
+class RepetitionGuard:
+    """Stops a generation that has fallen into a loop: its last `cycles` blocks of `period` tokens equal.
+
+    A 270M model under a JSON grammar can emit the same entity object again and again until the token
+    cap; on a busy CPU that is minutes for a reply that is a failure anyway. Only generated tokens are
+    looked at (the first call marks where the prompt ends). A legitimate answer does not repeat one
+    item three times in a row. A stopped reply is reported with finish_reason "length", like a cut-off.
+    Plain completions only: llama-cpp-python's chat path takes no stopping criteria.
+    """
+
+    def __init__(self, min_period: int = 4, max_period: int = 48, cycles: int = 3) -> None:
+        self.min_period, self.max_period, self.cycles = min_period, max_period, cycles
+        self.start: int | None = None
+        self.fired = False
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        if self.start is None:
+            self.start = max(0, len(input_ids) - 1)
+        generated = input_ids[self.start:]
+        n = len(generated)
+        for period in range(self.min_period, min(self.max_period, n // self.cycles) + 1):
+            tail = list(generated[n - period:])
+            if all(list(generated[n - (c + 1) * period : n - c * period]) == tail for c in range(1, self.cycles)):
+                self.fired = True
+                return True
+        return False
+
+
 def resolve_model_path(path: str | Path | None = None) -> Path:
     """The GGUF file: `path`, else `$LLMAAA_LOCAL_LLM_GGUF`, else the packaged Gemma 3 270M (assembled once)."""
     path = path or os.environ.get(MODEL_ENV) or None
@@ -180,6 +208,9 @@ class LlamaCppEngine:
                                   "grammar": grammar}
         if seed is not None:
             common["seed"] = seed
+        guard = RepetitionGuard()
+        # OpenAI semantics: no repetition penalty unless asked (llama.cpp's own default differs by version).
+        common["repeat_penalty"] = 1.0
         if temperature <= 0:
             common["top_k"] = 1  # greedy: the same prompt gives the same answer (the cache relies on it)
         try:
@@ -191,7 +222,9 @@ class LlamaCppEngine:
             else:
                 # A grammar ends the answer itself; newline stops could cut a JSON value in two.
                 stops = stop + ([] if grammar is not None else COMPLETION_STOPS)
-                out = self.llm.create_completion(prompt=render_completion(messages), stop=stops, **common)
+                out = self.llm.create_completion(prompt=render_completion(messages), stop=stops,
+                                                 stopping_criteria=self._llama_cpp.StoppingCriteriaList([guard]),
+                                                 **common)
                 choice = out["choices"][0]
                 text = choice.get("text") or ""
         except ValueError as exc:
@@ -199,9 +232,11 @@ class LlamaCppEngine:
                 raise PromptTooLong(str(exc)) from exc
             raise
         usage = out.get("usage") or {}
+        finish = "length" if guard.fired else str(choice.get("finish_reason") or "stop")
+        if guard.fired:
+            log.info("stopped a looping generation after %s tokens", usage.get("completion_tokens"))
         return Generation(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                          completion_tokens=int(usage.get("completion_tokens", 0)),
-                          finish_reason=str(choice.get("finish_reason") or "stop"))
+                          completion_tokens=int(usage.get("completion_tokens", 0)), finish_reason=finish)
 
 
 # ---------------------------------------------------------------------------------------- pool

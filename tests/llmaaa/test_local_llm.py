@@ -212,3 +212,14 @@ def test_real_base_model_is_served_as_completion_and_answers_json_under_the_sche
     assert isinstance(reply["entities"], list)
     assert all(e["type"] in ("Chemical", "Disease") for e in reply["entities"])
     assert gen.prompt_tokens > 50 and gen.completion_tokens > 0
+
+
+def test_repetition_guard_stops_a_loop_of_generated_tokens_only() -> None:
+    from llmaaa.local_llm import RepetitionGuard
+
+    prompt = [7, 8, 9, 10] * 5  # the prompt may repeat itself: only generated tokens count
+    guard = RepetitionGuard()
+    assert not guard(prompt + [1], None)
+    item = [20, 21, 22, 23, 24]
+    assert not guard(prompt + [1] + item * 2, None)  # an entity named twice is no loop
+    assert guard(prompt + [1] + item * 3, None) and guard.fired
