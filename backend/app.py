@@ -198,7 +198,9 @@ def _register_protocol(app: Flask, settings: Settings, models: ModelRegistry) ->
             log.error("webhook %s for project %s: %s", req.action, req.project_id, exc)
             return jsonify({"error": str(exc), "action": req.action}), 503
         retrain = {"enabled": True, "queued": queued.queued, "job_id": queued.job_id, "reason": queued.reason}
-        return jsonify({"status": "ok", "action": req.action, **result, "retrain": retrain})
+        # Label Studio records `job` from a START_TRAINING answer as the backend's train job (its dialog
+        # still prints its own empty body: docs/predictions.md rule 6).
+        return jsonify({"status": "ok", "action": req.action, **result, "retrain": retrain, "job": queued.job_id})
 
 
 def _register_operations(app: Flask, models: ModelRegistry) -> None:

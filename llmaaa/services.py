@@ -181,7 +181,7 @@ def label_studio_env(cfg: LabelStudioConfig) -> dict[str, str]:
     }
 
 
-def start_label_studio(cfg: LabelStudioConfig, timeout: float = 240.0) -> Service:
+def start_label_studio(cfg: LabelStudioConfig, timeout: float = 600.0) -> Service:
     exe = cfg.venv / "bin" / "label-studio"
     if not exe.exists():
         raise FileNotFoundError(f"{exe} not found: run `make install` (Label Studio lives in its own venv)")

@@ -104,7 +104,7 @@ class FakeLabelStudio:
             doomed = [pid for pid, p in self.prediction_rows.items() if p["model_version"] == version]
             for pid in doomed:
                 del self.prediction_rows[pid]
-            body = len(doomed)
+            body = {"deleted_predictions": len(doomed)}  # what Label Studio 1.23.2 answers
         return SimpleNamespace(content=b"1", json=lambda: body, raise_for_status=lambda: None)
 
     # ------------------------------------------------------------ what an annotator meets
