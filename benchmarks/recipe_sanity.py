@@ -28,6 +28,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "plain+gold": ("plain", {"gold_weight": 0.5}),
     "l2rw": ("l2rw", {}),
     "recipe": ("recipe", {}),
+    "recipe-no-gold": ("recipe", {"gold_weight": 0.0}),
     "recipe-token": ("recipe", {"weight_granularity": "token"}),
     "recipe-full": ("recipe", {"meta_full": True, "meta_every": 8}),
 }
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="kind:noise pairs")
     parser.add_argument("--presets", nargs="*", default=["plain", "plain+gold", "l2rw", "recipe"],
                         choices=sorted(PRESETS))
+    parser.add_argument("--result-name", default="recipe_sanity", help="benchmarks/results/<name>.json")
     args = parser.parse_args(argv)
 
     from training.data import load_split, sample
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                    "epochs_run": result.metrics["epochs_run"], "cpu_s": round(cpu, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    write_result("recipe_sanity", {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
+    write_result(args.result_name, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     print("\n| teacher | teacher F1 (pool) | preset | test F1 | dev F1 | best epoch / run | CPU s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
