@@ -130,6 +130,7 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None, 
     timer.stage(f"training on {len(train_set)} LLM-labeled tasks", 0.1)
     result = train_student(train_set, split.meta, snapshot.schema, settings, timer.progress)
     timer.stage("evaluating", 0.75)
+    labels = ask_llm_about(services, snapshot, split, labels)
     comparison = compare_on_held_out(result.model, split.evaluation, labels, settings.compare_min_tasks)
     timer.stage("saving model", 0.8)
     student = publish_student(services, project_id, result, comparison,
@@ -180,6 +181,20 @@ def train_student(train_set: list[Example], meta: list[Example], schema: LabelSc
 
     return train(train_set, meta, config, labels=schema.values, encoder=settings.student_encoder, progress=False,
                  progress_callback=on_step)
+
+
+def ask_llm_about(services: Services, snapshot: ProjectSnapshot, split: VerifiedSplit, labels: LLMLabels
+                  ) -> LLMLabels:
+    """LLM labels for evaluation tasks that have none (a human labelled them first), with demonstrations
+    from the meta split only, so the LLM is compared on tasks it has not seen either. Cached and recorded:
+    each task is asked once. Returns the labels with the new ones."""
+    missing = [ex for ex in split.evaluation if int(ex.id) not in labels or labels[int(ex.id)][0] != ex.text]
+    if not missing:
+        return labels
+    annotator = services.project_annotator(snapshot.project_id, snapshot.schema, services.demo_index(split.meta))
+    tasks = [{"id": int(ex.id), "data": {snapshot.schema.value_key: ex.text}} for ex in missing]
+    annotator.annotate_tasks(tasks, concurrency=services.settings.llm_concurrency)
+    return services.llm_labels(snapshot.project_id).all()
 
 
 def compare_on_held_out(model: Any, evaluation: Sequence[Example], labels: LLMLabels, min_tasks: int

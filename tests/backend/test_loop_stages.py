@@ -156,3 +156,20 @@ def test_reviewer_column_and_suspect_score_share_one_scale(ls: FakeLabelStudio, 
     assert isinstance(value, float) and value == round(relative["1"], 4)  # a number, not a string
     snapshot = read_project(ls, 1, services.schema, {})
     assert mark_suspects(ls, snapshot, weights) == 0  # unchanged values are not written again
+
+
+def test_evaluation_tasks_without_llm_labels_are_asked_once_with_meta_demos(ls: FakeLabelStudio,
+                                                                           tmp_path: Path) -> None:
+    from backend.project_snapshot import VerifiedSplit
+    from backend.retrain import ask_llm_about
+
+    llm = KnownAnswersLLM(ANSWERS)
+    services = FakeServices(tmp_path, llm, knn_k=3)
+    for tid in range(1, 9):  # humans labelled these first: the LLM never saw them
+        ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "aspirin", "Chemical")]}]
+    snapshot = read_project(ls, 1, services.schema, {})
+    split = VerifiedSplit(meta=snapshot.verified[:5], evaluation=snapshot.verified[5:])
+    labels = ask_llm_about(services, snapshot, split, {})
+    assert sorted(labels) == [6, 7, 8] and sorted(llm.asked) == sorted(TEXTS[i] for i in (6, 7, 8))
+    assert ask_llm_about(services, snapshot, split, labels) is labels  # nothing missing: nothing asked
+    assert len(llm.asked) == 3
