@@ -127,7 +127,7 @@ class Stack:
             "OPENAI_BASE_URL": self.llm_url, "OPENAI_API_KEY": "simulated", "LLM_MODEL": "simulated-llm",
             "LLM_PRICES": json.dumps(PRICE), "LLMAAA_DATA_DIR": str(work / "backend"),
             "LABEL_STUDIO_URL": self.ls_cfg.url, "LABEL_STUDIO_API_KEY": self.ls_cfg.token, "REDIS_URL": redis_url,
-            "MIN_NEW_ANNOTATIONS": str(args.per_round), "RETRAIN_MAX_EPOCHS": str(args.epochs),
+            "MIN_NEW_ANNOTATIONS": str(args.per_round), "RETRAIN_MAX_EPOCHS": str(args.epochs), "RETRAIN_PATIENCE": "3",
             "ACQUISITION_BATCH": str(args.batch), "LLMAAA_TORCH_THREADS": os.environ.get("LLMAAA_TORCH_THREADS", "1"),
         }
         port = free_port()
@@ -303,13 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DATA / "bc5cdr")
     p.add_argument("--labels", type=Path, default=REPO / "examples" / "bc5cdr" / "labels.json")
-    p.add_argument("--tasks", type=int, default=200, help="BC5CDR train sentences in the project")
-    p.add_argument("--verified", type=int, default=10, help="gold-verified tasks before round 1 (as make demo)")
+    p.add_argument("--tasks", type=int, default=300, help="BC5CDR train sentences in the project (as make demo)")
+    p.add_argument("--verified", type=int, default=120, help="gold-verified tasks before round 1 (as make demo)")
     p.add_argument("--preannotate", type=int, default=50, help="first batch of LLM pre-labels (as make demo)")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--per-round", type=int, default=25, help="submissions per round (= MIN_NEW_ANNOTATIONS)")
     p.add_argument("--batch", type=int, default=20, help="ACQUISITION_BATCH: tasks queued per round (make demo: 20)")
-    p.add_argument("--epochs", type=int, default=2, help="RETRAIN_MAX_EPOCHS")
+    p.add_argument("--epochs", type=int, default=20, help="RETRAIN_MAX_EPOCHS (early stopping, as make demo)")
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-sample", type=int, default=100, help="BC5CDR test sentences for the F1 columns")
