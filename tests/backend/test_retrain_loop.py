@@ -159,7 +159,11 @@ def test_annotations_trigger_retrain_new_version_and_reordered_queue(
     # The queue follows the acquisition order: /next serves the lowest-score acq-r1 task first.
     preds = ls.predictions.list(project=pid)
     round_preds = [p for p in preds if p.model_version == version]
-    assert len(round_preds) == 5 and all(p.result is not None for p in round_preds)
+    head = [p for p in round_preds if p.score < 0.5]
+    assert len(head) == 5 and all(p.result is not None for p in round_preds)
+    # Every other pre-labelled task keeps its pre-label at the new version, after the head, once each.
+    assert len(round_preds) > len(head) and len({p.task for p in round_preds}) == len(round_preds)
+    assert min(p.score for p in round_preds if p not in head) >= 0.5
     assert not [p for p in preds if p.model_version.startswith("acq-r") and p.model_version != version]
     first = min(round_preds, key=lambda p: p.score)
     nxt = httpx.get(f"{label_studio.url}/api/projects/{pid}/next",
