@@ -14,6 +14,7 @@ import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from string import Template
 from typing import Any
 
 from llmaaa.extract import EXPORT_INFO, ResolvedModel, load_tagger, resolve_model
@@ -86,24 +87,7 @@ def _metrics_rows(metrics: dict[str, Any]) -> list[str]:
     return rows
 
 
-def model_card(info: dict[str, Any], metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
-    """The README.md of an export: front matter for the Hub, then what, from what, how good, how to use."""
-    labels = info["labels"]
-    types = sorted({lab[2:] for lab in labels if lab.startswith(("B-", "I-"))})
-    extra = {k: v for k, v in manifest.items() if k not in ("version", "created_at", "labels", "files")}
-    data_lines = [f"- `{k}`: {v}" for k, v in sorted(extra.items())]
-    if "n_train" in metrics:
-        data_lines.append(f"- training sentences (LLM-labelled): {metrics['n_train']}")
-    if "n_meta" in metrics:
-        data_lines.append(f"- gold meta/dev sentences (human-verified): {metrics['n_meta']}")
-    if not data_lines:
-        data_lines = ["- not recorded for this model"]
-    metric_rows = _metrics_rows(metrics) or ["| (no metrics recorded) | | | |"]
-    config = metrics.get("config") or {}
-    recipe = ", ".join(f"{k}={config[k]}" for k in ("max_epochs", "batch_size", "encoder_lr", "head_lr", "reweight")
-                       if k in config)
-    snippet = WORD_SPANS_SNIPPET.replace("MODEL_DIR", '"path/to/this/directory"')
-    return f"""---
+MODEL_CARD = Template("""---
 library_name: transformers
 pipeline_tag: token-classification
 tags:
@@ -112,29 +96,29 @@ tags:
 - llmaaa
 ---
 
-# {info['source_version']}: NER student exported by llmaaa
+# $source_version: NER student exported by llmaaa
 
 A token-classification model (IOB2 tags over whitespace-delimited words) trained by llmaaa
 (LLMaAA, Zhang et al. 2023: an LLM pre-annotates, a student model learns from those labels, each sentence
 re-weighted against human-verified examples).
 
-- entity types: {', '.join(f'`{t}`' for t in types)}
-- labels (`id2label`): {', '.join(f'{i}=`{lab}`' for i, lab in enumerate(labels))}
-- trained: {info.get('trained_at') or 'unknown'}; exported: {info['exported_at']}
-- source version: `{info['source_version']}`; architecture: `{info.get('architecture') or 'unknown'}`
-- maximum input: {info['max_length']} sub-tokens (longer inputs are truncated by the pipeline;
+- entity types: $types
+- labels (`id2label`): $labels
+- trained: $trained_at; exported: $exported_at
+- source version: `$source_version`; architecture: `$architecture`
+- maximum input: $max_length sub-tokens (longer inputs are truncated by the pipeline;
   `llmaaa extract` splits documents into sentences and long sentences into overlapping windows instead)
 
 ## Training data
-{chr(10).join(data_lines)}
-{f"- recipe: {recipe}" if recipe else ""}
+$data_lines
+$recipe
 
 ## Metrics
 Entity-level, strict (seqeval), as recorded when the model was trained.
 
 | evaluation | precision | recall | F1 |
 |---|---|---|---|
-{chr(10).join(metric_rows)}
+$metric_rows
 
 ## Usage
 ```python
@@ -152,9 +136,35 @@ by spaces (like the training sentences), `aggregation_strategy="first"` returns 
 merge entities. This function gives llmaaa's spans exactly on any text:
 
 ```python
-{snippet}
+$snippet
 ```
-"""
+""")
+
+
+def model_card(info: dict[str, Any], metrics: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """The README.md of an export: front matter for the Hub, then what, from what, how good, how to use."""
+    labels = info["labels"]
+    types = sorted({lab[2:] for lab in labels if lab.startswith(("B-", "I-"))})
+    extra = {k: v for k, v in manifest.items() if k not in ("version", "created_at", "labels", "files")}
+    data_lines = [f"- `{k}`: {v}" for k, v in sorted(extra.items())]
+    if "n_train" in metrics:
+        data_lines.append(f"- training sentences (LLM-labelled): {metrics['n_train']}")
+    if "n_meta" in metrics:
+        data_lines.append(f"- gold meta/dev sentences (human-verified): {metrics['n_meta']}")
+    if not data_lines:
+        data_lines = ["- not recorded for this model"]
+    metric_rows = _metrics_rows(metrics) or ["| (no metrics recorded) | | | |"]
+    config = metrics.get("config") or {}
+    recipe = ", ".join(f"{k}={config[k]}" for k in ("max_epochs", "batch_size", "encoder_lr", "head_lr", "reweight")
+                       if k in config)
+    snippet = WORD_SPANS_SNIPPET.replace("MODEL_DIR", '"path/to/this/directory"')
+    return MODEL_CARD.substitute(
+        source_version=info["source_version"], types=", ".join(f"`{t}`" for t in types),
+        labels=", ".join(f"{i}=`{lab}`" for i, lab in enumerate(labels)),
+        trained_at=info.get("trained_at") or "unknown", exported_at=info["exported_at"],
+        architecture=info.get("architecture") or "unknown", max_length=info["max_length"],
+        data_lines="\n".join(data_lines), recipe=f"- recipe: {recipe}" if recipe else "",
+        metric_rows="\n".join(metric_rows), snippet=snippet)
 
 
 def export_model(spec: str | Path, out: str | Path, data_dir: Path | None = None, project: int | None = None,
