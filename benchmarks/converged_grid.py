@@ -260,8 +260,8 @@ def report(profile: str, figures: Path | None = None) -> str:
              "Test entity F1, mean ± sd over seeds (n seeds); teacher F1 = the simulated teacher's strict F1 on the",
              "LLM labels the student trained on at that budget.", "",
              "| dataset | teacher | noise | recipe | " + " | ".join(
-                 f"teacher F1 at {b} | F1 at {b}" for b in key_budgets) + " | best epochs |",
-             "|---|---|---|---|" + "---|---|" * len(key_budgets) + "---|"]
+                 f"teacher F1 at {b} | F1 at {b}" for b in key_budgets) + " | curve (labels: mean F1) | best epochs |",
+             "|---|---|---|---|" + "---|---|" * len(key_budgets) + "---|---|"]
     for cell in cells:
         rs = [r for k, r in by.items() if k[:4] == cell]
         parts = []
@@ -269,7 +269,9 @@ def report(profile: str, figures: Path | None = None) -> str:
             parts += [_fmt([v for r in rs if (v := at_budget(r, b, "teacher_f1")) is not None]),
                       _fmt([v for r in rs if (v := at_budget(r, b)) is not None])]
         epochs = [x.get("best_epoch") for r in rs for x in r["rounds"] if x.get("best_epoch") is not None]
-        lines.append("| " + " | ".join([*cell, *parts, ",".join(map(str, epochs[:10])) or "–"]) + " |")
+        curve = " ".join(f"{b}: {np.mean(vs):.3f}" for b in budgets
+                         if (vs := [v for r in rs if (v := at_budget(r, b)) is not None]))
+        lines.append("| " + " | ".join([*cell, *parts, curve or "–", ",".join(map(str, epochs[:10])) or "–"]) + " |")
 
     def diffs(d: str, t: str, k: str, a: str, b: str, budget: int) -> list[float]:
         out = []

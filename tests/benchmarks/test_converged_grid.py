@@ -81,6 +81,9 @@ def test_report_tables_differences_and_goals(results: Path) -> None:
     assert "3 finished runs" not in text and "6 finished runs, 1 in progress" in text
     row = next(line for line in text.splitlines() if line.startswith("| bc5cdr | chatgpt | systematic | recipe |"))
     assert "0.700 ± 0.000 (2) | 0.700 ± 0.000 (2)" in row and "0.785 ± 0.005 (2)" in row
+    assert "100: 0.500 300: 0.600 500: 0.700 1000: 0.750 2000: 0.785" in row
+    in_progress = next(line for line in text.splitlines() if line.startswith("| bc5cdr | weak | systematic | l2rw |"))
+    assert cells(in_progress)[4:10] == ["–", "–", "–", "–", "100: 0.300 300: 0.360", "4,4"]
     diffs = next(line for line in text.splitlines() if line.startswith("| bc5cdr | chatgpt | systematic | +"))
     # recipe − plain at 500: 0; at 2,000: (−2 + 1) / 2 = −0.5; recipe − teacher at 2,000: +8.5
     assert diffs.split(" | ")[3:5] == ["+0.0 ± 0.0 (2)", "-0.5 ± 1.5 (2)"]
