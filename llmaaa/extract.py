@@ -268,7 +268,7 @@ class LabelStudioWriter:
         from backend.labeling_config import LabelSchema, LabelSpec
 
         self.fh = fh
-        self.schema = LabelSchema(from_name, to_name, "text", [LabelSpec(t, t) for t in entity_types])
+        self.schema = LabelSchema(from_name, to_name, "text", [LabelSpec(t, t) for t in entity_types])  # LS names
         self.count = 0
         fh.write("[")
 
@@ -405,21 +405,15 @@ class LLMFallback:
 
 def build_llm_fallback(entity_types: Sequence[str], threshold: float, labels_file: Path | None = None,
                        settings: Any = None, concurrency: int | None = None) -> LLMFallback:
-    """The backend's annotator (client, reply cache, cost ledger in LLMAAA_DATA_DIR), zero-shot, for the
-    student's entity types; descriptions come from a labels file when given."""
-    from backend.annotator import CostLedger, LLMAnnotator, LLMClient, PromptTemplate, ReplyCache
-    from backend.labeling_config import LabelSchema, LabelSpec, load_label_descriptions
-    from backend.settings import get_settings
+    """The backend's annotator (client, reply cache, cost ledger in LLMAAA_DATA_DIR, the default prompt),
+    zero-shot, for the student's entity types; descriptions come from a labels file when given."""
+    from backend.composition import Services
+    from backend.labeling_config import LabelSchema, load_label_descriptions
 
-    s = settings or get_settings()
+    services = Services(settings)
+    s = services.settings
     described = load_label_descriptions(labels_file or s.labels_file) if (labels_file or s.labels_file) else {}
-    schema = LabelSchema("label", "text", "text", [LabelSpec(t, described.get(t) or t) for t in entity_types])
-    client = LLMClient(base_url=s.openai_base_url, api_key=s.llm_api_key(), model=s.llm_model,
-                       timeout=s.llm_timeout_s, max_retries=s.llm_max_retries)
-    data_dir = Path(s.llmaaa_data_dir)
-    annotator = LLMAnnotator(client, schema, PromptTemplate.load("ner", "v1"), cache=ReplyCache(data_dir / "llm-cache"),
-                             ledger=CostLedger(data_dir / "costs.jsonl", prices_file=s.llm_prices_file),
-                             domain=s.ner_domain)
+    annotator = services.annotator(LabelSchema.plain(entity_types, described))  # no demo index: zero-shot
     return LLMFallback(annotator, threshold, concurrency or s.llm_concurrency)
 
 
@@ -538,36 +532,8 @@ class Extractor:
 
         report = ExtractReport()
         started = time.perf_counter()
-        docs: list[Document] = []
-        passages: list[_Passage] = []
-        texts: list[str] = []
+        batch = _Batch()
         bar = tqdm(unit="doc", desc="extract", disable=not progress, file=sys.stderr, mininterval=0.5)
-
-        def flush() -> None:
-            t0 = time.perf_counter()
-            margs = self._marginals(texts) if texts else []
-            t1 = time.perf_counter()
-            results = [self._decode(p, margs[p.first_text : p.first_text + len(p.windows)]) for p in passages]
-            if self.fallback is not None:
-                self.fallback.apply(results)
-            t2 = time.perf_counter()
-            by_doc: list[list[PassageResult]] = [[] for _ in docs]
-            for p, r in zip(passages, results, strict=True):
-                by_doc[p.doc].append(r)
-            for doc, rs in zip(docs, by_doc, strict=True):
-                writer.write(DocResult(doc, rs))
-                report.entities += sum(len(r.spans) for r in rs)
-            report.model_seconds += t1 - t0
-            report.write_seconds += time.perf_counter() - t2
-            report.documents += len(docs)
-            bar.update(len(docs))
-            elapsed = time.perf_counter() - started
-            bar.set_postfix(sent_per_s=f"{report.passages / elapsed:.0f}", entities=report.entities, refresh=False)
-            docs.clear()
-            passages.clear()
-            texts.clear()
-            trim_native_heap()
-
         try:
             it = iter(documents)
             while True:
@@ -575,19 +541,14 @@ class Extractor:
                 doc = next(it, None)  # reading is counted as splitting: both are the pre-model overhead
                 if doc is None:
                     break
-                for start, end in split_passages(doc.text, self.split.max_chars, self.split.pack):
-                    p = self._plan(len(docs), start, doc.text[start:end], len(texts))
-                    passages.append(p)
-                    texts.extend(self._window_texts(p))
-                    report.passages += 1
-                    report.windows += len(p.windows)
-                    report.chunked_passages += int(len(p.windows) > 1)
-                docs.append(doc)
+                self._add(batch, doc, report)
                 report.split_seconds += time.perf_counter() - t0
-                if len(passages) >= self.buffer_passages:
-                    flush()
-            if docs:
-                flush()
+                if len(batch.passages) >= self.buffer_passages:
+                    self._flush(batch, writer, report)
+                    self._progress(bar, batch, report, started)
+            if batch.docs:
+                self._flush(batch, writer, report)
+                self._progress(bar, batch, report, started)
             t0 = time.perf_counter()
             writer.close()
             report.write_seconds += time.perf_counter() - t0
@@ -597,6 +558,59 @@ class Extractor:
         if self.fallback is not None:
             report.llm = self.fallback.report()
         return report
+
+    def _add(self, batch: _Batch, doc: Document, report: ExtractReport) -> None:
+        for start, end in split_passages(doc.text, self.split.max_chars, self.split.pack):
+            p = self._plan(len(batch.docs), start, doc.text[start:end], len(batch.texts))
+            batch.passages.append(p)
+            batch.texts.extend(self._window_texts(p))
+            report.passages += 1
+            report.windows += len(p.windows)
+            report.chunked_passages += int(len(p.windows) > 1)
+        batch.docs.append(doc)
+
+    def _flush(self, batch: _Batch, writer: Writer, report: ExtractReport) -> None:
+        """Tag the buffered passages in one model pass (then the LLM fallback) and write their documents."""
+        t0 = time.perf_counter()
+        margs = self._marginals(batch.texts) if batch.texts else []
+        t1 = time.perf_counter()
+        results = [self._decode(p, margs[p.first_text : p.first_text + len(p.windows)]) for p in batch.passages]
+        if self.fallback is not None:
+            self.fallback.apply(results)
+        t2 = time.perf_counter()
+        by_doc: list[list[PassageResult]] = [[] for _ in batch.docs]
+        for p, r in zip(batch.passages, results, strict=True):
+            by_doc[p.doc].append(r)
+        for doc, rs in zip(batch.docs, by_doc, strict=True):
+            writer.write(DocResult(doc, rs))
+            report.entities += sum(len(r.spans) for r in rs)
+        report.model_seconds += t1 - t0
+        report.write_seconds += time.perf_counter() - t2
+        report.documents += len(batch.docs)
+        batch.flushed = len(batch.docs)
+
+    @staticmethod
+    def _progress(bar: Any, batch: _Batch, report: ExtractReport, started: float) -> None:
+        bar.update(batch.flushed)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(sent_per_s=f"{report.passages / elapsed:.0f}", entities=report.entities, refresh=False)
+        batch.clear()
+        trim_native_heap()
+
+
+@dataclass
+class _Batch:
+    """Documents waiting for one model pass, their passages and the window texts the model reads."""
+
+    docs: list[Document] = field(default_factory=list)
+    passages: list[_Passage] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    flushed: int = 0
+
+    def clear(self) -> None:
+        self.docs.clear()
+        self.passages.clear()
+        self.texts.clear()
 
 
 def extract_to_file(model: str | Path, input_path: str | Path, output: str | Path, fmt: str = "jsonl",
