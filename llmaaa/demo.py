@@ -109,10 +109,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, services: list[Service]) -> None:
-    from backend.labelstudio import connect
-    from backend.settings import Settings
-    from backend.setup_project import setup_project
+    ls_cfg, env, backend_url = _start_services(args, services)
+    ready = _prepare_project(args, ls_cfg, env, backend_url)
+    _print_ready(args, ls_cfg, backend_url, **ready)
 
+
+def _start_services(args: argparse.Namespace, services: list[Service]
+                    ) -> tuple[LabelStudioConfig, dict[str, str], str]:
+    """Label Studio, the simulated LLM, Redis, the backend and a worker; each appended once it runs."""
     state: Path = args.state.resolve()
     state.mkdir(parents=True, exist_ok=True)
     for port in (args.ls_port, args.backend_port, args.llm_port):
@@ -154,6 +158,15 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
     services.append(backend)
     wait_until(backend, http_ok(f"{backend_url}/health"), 300)  # torch import: a minute on a busy box
     services.append(spawn("worker", llmaaa_command("worker"), "rq", state / "worker.log", env))
+    return ls_cfg, env, backend_url
+
+
+def _prepare_project(args: argparse.Namespace, ls_cfg: LabelStudioConfig, env: dict[str, str],
+                     backend_url: str) -> dict[str, Any]:
+    """The demo project: tasks, gold-verified stand-in annotations, the first LLM batch."""
+    from backend.labelstudio import connect
+    from backend.settings import Settings
+    from backend.setup_project import preannotate, setup_project
 
     settings = Settings(**{k.lower(): v for k, v in env.items()})
     ls = connect(ls_cfg.url, ls_cfg.token)
@@ -161,9 +174,13 @@ def _run(args: argparse.Namespace, services: list[Service]) -> None:
     report = setup_project(ls, settings, DEMO_TITLE, args.labels, train,
                            args.tasks, backend_url, preannotate_n=0)
     verified = _verify_some_with_gold(ls, report.project_id, train, args.verified)
-    from backend.setup_project import preannotate
-
     stored, failed, version = preannotate(ls, report.project_id, settings, args.preannotate)
+    return {"report": report, "verified": verified, "stored": stored, "failed": failed, "version": version}
+
+
+def _print_ready(args: argparse.Namespace, ls_cfg: LabelStudioConfig, backend_url: str, report: Any,
+                 verified: int, stored: int, failed: int, version: str) -> None:
+    state: Path = args.state.resolve()
     print(
         "\n".join([
             "",
