@@ -120,6 +120,7 @@ def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
 # check (docs/training.md), to be confirmed or replaced by the converged grid.
 RECIPES: dict[str, dict[str, Any]] = {
     "plain": {"reweight": False},
+    "plain_gold": {"reweight": False, "gold_weight": 0.5},  # the baseline the gold term must be judged against
     "l2rw": {"reweight": True},
     "recipe": {
         "reweight": True,
