@@ -163,8 +163,8 @@ def load_tagger(model_dir: Path) -> Any:
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     with _quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForTokenClassification.from_pretrained(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)  # no hub here
+        model = AutoModelForTokenClassification.from_pretrained(model_dir, local_files_only=True)
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     if "O" not in labels or any(lab != "O" and not lab.startswith(("B-", "I-")) for lab in labels):
         raise ValueError(f"{model_dir}: labels {labels} are not IOB2 (O, B-X, I-X)")
