@@ -83,7 +83,11 @@ class Settings(BaseSettings):
     # `auto` switches only on a fair comparison: at least this many held-out verified tasks that neither
     # model trained, early-stopped or took demonstrations on (fewer: "not enough verified tasks to compare").
     compare_min_tasks: int = 20
-    # The training recipe (training.trainer.RECIPES); empty = "l2rw" when RETRAIN_REWEIGHT, else "plain".
+    # The training recipe (training.trainer.RECIPES); empty = "recipe" when RETRAIN_REWEIGHT, else "plain".
+    # Not plain L2RW: it cost 2.5-7.4 F1 under a ChatGPT-like teacher (docs/simulation-results.md) and
+    # collapsed under a weak systematic one (F1 0.01 vs plain 0.13, benchmarks/recipe_sanity.py), where
+    # "recipe" (warm-up, alpha-mix, uniform fallback, gold term) scored 0.40 and 0.46 vs plain 0.13 and 0.44.
+    # One seed: the converged grid (docs/converged-grid.md) is what confirms or changes this.
     retrain_recipe_name: str = Field(default="", validation_alias=AliasChoices("retrain_recipe"))
     student_device: Literal["auto", "cpu", "cuda"] = "auto"  # auto = CUDA when available
     # Failed LLM calls are asked again in the background (backoff base·2^(n−1), capped), this many times.
@@ -93,7 +97,7 @@ class Settings(BaseSettings):
 
     @property
     def retrain_recipe(self) -> str:
-        return self.retrain_recipe_name or ("l2rw" if self.retrain_reweight else "plain")
+        return self.retrain_recipe_name or ("recipe" if self.retrain_reweight else "plain")
 
     def llm_api_key(self) -> str:
         # The openai client refuses an empty key; local servers (vLLM, Ollama) accept any.
