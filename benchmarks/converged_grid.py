@@ -288,6 +288,8 @@ def report(profile: str, figures: Path | None = None) -> str:
 
     pairs = [("recipe", "plain"), ("l2rw", "plain"), ("recipe", "l2rw"), (DEFAULT_RECIPE, "teacher"),
              ("plain", "teacher")]
+    if any(r["recipe"] == "plain_gold" for r in runs):  # `--recipes plain_gold`: is it the gold term or the weights?
+        pairs.append(("recipe", "plain_gold"))
     lines += ["", "Paired differences in F1 points (same dataset, teacher, noise and seed), mean ± sd (n seeds):", "",
               "| dataset | teacher | noise | " + " | ".join(f"{a} − {b} at {bud}" for a, b in pairs
                                                             for bud in key_budgets) + " |",
@@ -353,14 +355,14 @@ def _plot(runs: list[dict[str, Any]], profile: str, figures: Path) -> None:
     import numpy as np
 
     figures.mkdir(parents=True, exist_ok=True)
-    colors = {"recipe": "tab:green", "plain": "tab:blue", "l2rw": "tab:red"}
+    colors = {"recipe": "tab:green", "plain": "tab:blue", "l2rw": "tab:red", "plain_gold": "tab:purple"}
     for dataset in sorted({r["dataset"] for r in runs}):
         fig, axes = plt.subplots(len(TEACHERS), len(NOISE_KINDS), figsize=(11, 8), squeeze=False, sharex=True)
         for row, teacher in enumerate(TEACHERS):
             for col, kind in enumerate(NOISE_KINDS):
                 ax = axes[row][col]
                 teacher_f1: list[float] = []
-                for recipe in RECIPES:
+                for recipe in [*RECIPES, *sorted({r["recipe"] for r in runs} - set(RECIPES))]:
                     rs = [r for r in runs if (r["dataset"], r["teacher_kind"], r["noise"], r["recipe"])
                           == (dataset, teacher, kind, recipe)]
                     if not rs:
