@@ -1,11 +1,10 @@
 """Active acquisition: which pool sentences to label next, from the student's marginals and embeddings.
 
-    from acquisition import PoolData, get_strategy, rank_scores
+    from acquisition import PoolData, get_strategy
     pool = PoolData(ids=ids, marginals=marginals, embeddings=emb, labeled_embeddings=lab)
     order = get_strategy("hybrid").select(pool, k=50, rng=np.random.default_rng(0))
     # or a batch of at most 2,000 words a reviewer reads:
     order = select_within_budget(get_strategy("least_confidence"), pool, 2000, WordCost().costs(texts))
-    ls_scores = rank_scores(order, pool.n)  # lowest first = served first in Label Studio
 
 See docs/acquisition.md.
 """
@@ -33,7 +32,6 @@ from acquisition.cost import (
 from acquisition.diversity import CoresetSampling, KMeansSampling, greedy_k_center, min_sq_distances
 from acquisition.hybrid import DensityHybrid, HybridSampling, WeightedHybrid, entity_density, kmeans_pp_seeding
 from acquisition.random import RandomSampling
-from acquisition.ranking import rank_scores
 from acquisition.strategies import STRATEGIES, available_strategies, get_strategy
 from acquisition.suspect import SuspectMix, mix_suspects, suspect_stream
 from acquisition.uncertainty import (
@@ -84,7 +82,6 @@ __all__ = [
     "kmeans_pp_seeding",
     "min_sq_distances",
     "mix_suspects",
-    "rank_scores",
     "select_within_budget",
     "suspect_stream",
     "token_scores",

@@ -63,8 +63,8 @@ def round_version(round_no: int) -> str:
 
 def queue_scores(n_head: int, n_rest: int) -> tuple[list[float], list[float]]:
     """Unique, ascending, never null: head in [0, 0.5), rest in [0.5, 1)."""
-    head = [round(HEAD_SHARE * i / max(1, n_head), 6) for i in range(n_head)]
-    rest = [round(HEAD_SHARE + (1 - HEAD_SHARE) * i / max(1, n_rest), 6) for i in range(n_rest)]
+    head = [round(HEAD_SHARE * i / max(1, n_head), 9) for i in range(n_head)]
+    rest = [round(HEAD_SHARE + (1 - HEAD_SHARE) * i / max(1, n_rest), 9) for i in range(n_rest)]
     return head, rest
 
 

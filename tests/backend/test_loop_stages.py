@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backend.acquire import acquire_round
 from backend.labelstudio import LabelStudioError
@@ -173,3 +175,13 @@ def test_evaluation_tasks_without_llm_labels_are_asked_once_with_meta_demos(ls: 
     assert sorted(labels) == [6, 7, 8] and sorted(llm.asked) == sorted(TEXTS[i] for i in (6, 7, 8))
     assert ask_llm_about(services, snapshot, split, labels) is labels  # nothing missing: nothing asked
     assert len(llm.asked) == 3
+
+
+@given(st.integers(0, 300), st.integers(0, 300))
+@settings(max_examples=200, deadline=None)
+def test_queue_scores_invariants(n_head: int, n_rest: int) -> None:
+    head, rest = queue_scores(n_head, n_rest)
+    scores = head + rest
+    assert len(head) == n_head and len(rest) == n_rest
+    assert scores == sorted(scores) and len(set(scores)) == len(scores)  # unique, head first
+    assert all(0.0 <= s < 0.5 for s in head) and all(0.5 <= s < 1.0 for s in rest)  # below a live 1.0
