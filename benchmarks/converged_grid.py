@@ -336,9 +336,7 @@ def cost_lines(runs: list[dict[str, Any]], budgets: list[int]) -> list[str]:
            f"× {n_runs} runs per recipe.", "",
            "| recipe | rounds measured | s per label | hours per run | CPU hours, all runs |", "|---|---|---|---|---|"]
     total = 0.0
-    for recipe in RECIPES:
-        if recipe not in per_recipe:
-            continue
+    for recipe in [*[r for r in RECIPES if r in per_recipe], *sorted(set(per_recipe) - set(RECIPES))]:
         spl = float(np.median(per_recipe[recipe]))
         hours = spl * sum(budgets) / 3600
         total += hours * n_runs
