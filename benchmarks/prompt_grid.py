@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     # `kill PID` must stop the local server this grid started too (finally blocks run on SystemExit).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "werkzeug"):
+    for noisy in ("httpx", "httpx2", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     datasets = tuple(d for d in args.datasets.split(",") if d)
     wanted = [c for c in CELLS if c.name in args.cells.split(",")]
