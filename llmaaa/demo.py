@@ -51,6 +51,8 @@ def register(sub: Any) -> None:
     p.add_argument("--verified", type=int, default=120,
                    help="tasks annotated with gold labels as a stand-in human (k-NN demo pool)")
     p.add_argument("--preannotate", type=int, default=50, help="first batch of LLM pre-annotations")
+    p.add_argument("--max-epochs", type=int, default=20,
+                   help="RETRAIN_MAX_EPOCHS: the student trains until early stopping, at most this long")
     p.add_argument("--noise", type=float, default=0.3, help="simulated LLM noise (see docs/simulated-llm.md)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--ls-timeout", type=float, default=600.0,
@@ -147,7 +149,7 @@ def _start_services(args: argparse.Namespace, services: list[Service]
         "MIN_NEW_ANNOTATIONS": "5",
         # Converged training (early stopping on the meta set's entity F1), not a fixed small cap: a student
         # stopped at 4 epochs scored F1 0.0 in both demo rounds (issue 11).
-        "RETRAIN_MAX_EPOCHS": "20",
+        "RETRAIN_MAX_EPOCHS": str(args.max_epochs),
         "RETRAIN_PATIENCE": "3",
         "ACQUISITION_BATCH": "20",
     }
