@@ -359,7 +359,7 @@ def _plot(runs: list[dict[str, Any]], profile: str, figures: Path) -> None:
         for row, teacher in enumerate(TEACHERS):
             for col, kind in enumerate(NOISE_KINDS):
                 ax = axes[row][col]
-                teacher_f1: list[float] = []
+                teacher_f1: dict[int, list[float]] = {}
                 for recipe in [*RECIPES, *sorted({r["recipe"] for r in runs} - set(RECIPES))]:
                     rs = [r for r in runs if (r["dataset"], r["teacher_kind"], r["noise"], r["recipe"])
                           == (dataset, teacher, kind, recipe)]
@@ -371,9 +371,14 @@ def _plot(runs: list[dict[str, Any]], profile: str, figures: Path) -> None:
                             label=f"{recipe} (seeds={len(rs)})")
                     ax.fill_between(xs, [np.mean(y) - np.std(y) for y in ys], [np.mean(y) + np.std(y) for y in ys],
                                     color=colors.get(recipe), alpha=0.1)
-                    teacher_f1 += [x["teacher_f1"] for r in rs for x in r["rounds"] if x.get("teacher_f1") is not None]
-                if teacher_f1:
-                    ax.axhline(float(np.mean(teacher_f1)), color="grey", linestyle="--", label="simulated teacher")
+                    for r in rs:
+                        for x in r["rounds"]:
+                            if x.get("teacher_f1") is not None:
+                                teacher_f1.setdefault(x["labels"], []).append(x["teacher_f1"])
+                if teacher_f1:  # the teacher's F1 on the labels trained on: it changes as acquisition goes on
+                    xs = sorted(teacher_f1)
+                    ax.plot(xs, [np.mean(teacher_f1[b]) for b in xs], color="grey", linestyle="--", marker=".",
+                            label="simulated teacher (on those labels)")
                 ax.set_xscale("log")
                 ax.set_title(f"{dataset}: {teacher} teacher, {kind} noise", fontsize=10)
                 ax.set_xlabel("LLM-labeled sentences")
