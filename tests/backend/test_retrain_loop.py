@@ -59,6 +59,7 @@ def loop_env(fake_llm: Service, label_studio: LabelStudioConfig, redis_url: str,
         "LLMAAA_DATA_DIR": str(state), "LABEL_STUDIO_URL": label_studio.url,
         "LABEL_STUDIO_API_KEY": label_studio.token, "REDIS_URL": redis_url, "MIN_NEW_ANNOTATIONS": "3",
         "RETRAIN_MIN_VERIFIED": "4", "RETRAIN_MAX_EPOCHS": "2", "RETRAIN_PATIENCE": "1",
+        "RETRAIN_RECIPE": "l2rw",  # weights from the first epoch (the default recipe warms up plain first)
         "ACQUISITION_BATCH": "5", "ACQUISITION_STRATEGY": "hybrid",
     }
 
