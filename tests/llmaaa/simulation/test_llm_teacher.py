@@ -81,3 +81,32 @@ def test_failures_are_recorded_and_raised_never_empty(sentences: tuple[list[Exam
     assert err.value.example_id == pool[0].id and err.value.reason in {"rate_limited", "http_error", "timeout"}
     assert batch == [None, None, None]
     assert set(teacher.failures) == {ex.id for ex in pool[:4]} and teacher.stats["failed"] == 4
+
+
+@pytest.mark.slow
+def test_simulate_teacher_llm_labels_through_the_endpoint_end_to_end(bc5cdr_dir: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`llmaaa simulate --teacher llm`: every LLM label of the loop is one call to OPENAI_BASE_URL (here the
+    simulated server at noise 0, standing in for `llmaaa local-llm`); the CI test of the real model is
+    tests/llmaaa/test_llm_eval.py."""
+    import json
+
+    from llmaaa.cli import main
+
+    known = load_split(bc5cdr_dir / "train.jsonl") + load_split(bc5cdr_dir / "dev.jsonl")
+    monkeypatch.chdir(tmp_path)  # the teacher's reply cache defaults to ./.llmaaa
+    with serve_in_thread(create_app(SimulatedTeacher(known, noise=0.0, seed=0)), "/v1") as url:
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        monkeypatch.setenv("OPENAI_API_KEY", "simulated")
+        monkeypatch.delenv("LLM_MODEL", raising=False)  # asked from GET /v1/models
+        code = main(["simulate", "--data", str(bc5cdr_dir), "--out", str(tmp_path / "sim"), "--teacher", "llm",
+                     "--strategy", "random", "--seed-size", "8", "--round-size", "4", "--rounds", "1",
+                     "--gold-size", "6", "--max-epochs", "1", "--pool-size", "30", "--test-size", "10",
+                     "--seed", "3"])
+        counters = httpx.get(url + "/simulation/stats").json()["counters"]
+    assert code == 0
+    teacher = json.loads((tmp_path / "sim" / "results.json").read_text())["teacher"]
+    assert teacher["kind"] == "llm"
+    assert teacher["calls"] == 12 == counters["requests"]  # one call a label, none from a cache (a fresh run)
+    assert teacher["labels"] + teacher["not_annotated"] == 12 and teacher["labels"] >= 10
+    assert teacher["f1"] > 0.9  # noise 0: the endpoint answered gold, and the loop kept what it answered
