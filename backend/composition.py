@@ -17,7 +17,7 @@ from backend.annotator.cache import ReplyCache
 from backend.annotator.client import LLMClient
 from backend.annotator.demos import DemoIndex
 from backend.annotator.ledger import CostLedger
-from backend.annotator.prompt import PromptTemplate
+from backend.annotator.prompt import DEFAULT_TEMPLATE_NAME, PromptTemplate
 from backend.labeling_config import LabelSchema, parse_label_config
 from backend.labelstudio import connect
 from backend.llm_labels import LLMLabelStore
@@ -79,17 +79,21 @@ class Services:
         s = self.settings
         return self._once("llm_client", lambda: LLMClient(
             base_url=s.openai_base_url, api_key=s.llm_api_key(), model=s.llm_model, timeout=s.llm_timeout_s,
-            max_retries=s.llm_max_retries))
+            max_retries=s.llm_max_retries, max_tokens=s.llm_max_tokens, structured_output=s.llm_structured_output))
 
     def reply_cache(self) -> ReplyCache:
-        return self._once("reply_cache", lambda: ReplyCache(self._data_subdir("llm-cache")))
+        folder = self.settings.llm_cache_dir
+        return self._once("reply_cache", lambda: ReplyCache(folder or self._data_subdir("llm-cache")))
 
     def ledger(self) -> CostLedger:
-        return self._once("ledger", lambda: CostLedger(self._data_subdir() / "costs.jsonl",
-                                                        prices_file=self.settings.llm_prices_file))
+        s = self.settings
+        return self._once("ledger", lambda: CostLedger(s.llm_ledger_file or self._data_subdir() / "costs.jsonl",
+                                                        prices_file=s.llm_prices_file))
 
     def template(self) -> PromptTemplate:
-        return self._once("template", PromptTemplate.default)
+        """The prompt template of LLM_PROMPT_VERSION (None: `DEFAULT_TEMPLATE_VERSION`, ner.v2)."""
+        version = self.settings.llm_prompt_version
+        return self._once("template", lambda: PromptTemplate.load(DEFAULT_TEMPLATE_NAME, version))
 
     def embedder(self) -> Any:
         """MiniLM sentence embeddings (heavy: loaded on first need, once per process)."""

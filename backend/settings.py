@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     max_task_chars: int = Field(default=20_000, ge=1)
     llm_concurrency: int = 8
     llm_prices_file: Path | None = None
+    llm_max_tokens: PositiveInt | None = 1024  # cap on a reply's tokens (None: the endpoint's own)
+    llm_structured_output: bool = True  # ask for a json_schema response format (False: free text)
+    llm_prompt_version: str | None = None  # prompt template ner.<version>; None: DEFAULT_TEMPLATE_VERSION
+    # Where replies are cached and calls are ledgered; None: <LLMAAA_DATA_DIR>/llm-cache and .../costs.jsonl.
+    # `llm-eval` and the LLM teacher set them to their own folders (llmaaa.llm_eval.llm_services).
+    llm_cache_dir: Path | None = None
+    llm_ledger_file: Path | None = None
     knn_k: int = 5
     labels_file: Path | None = None
     ner_domain: str | None = None
