@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from llmaaa.cli import positive_int
 from training.data import Example, label_set, load_split, sample
 
 log = logging.getLogger(__name__)
@@ -195,100 +196,177 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q)) if values else None
 
 
-def run_eval(cfg: EvalConfig, embedder: Any = None) -> dict[str, Any]:
-    """Annotate `cfg.n` sentences of the split with the LLM, score them, write OUT/results.json."""
-    from backend.annotator import CostLedger, LLMAnnotator, LLMClient, PromptTemplate, ReplyCache
-    from training.metrics import entity_scores
+def resolve_model(base_url: str, api_key: str, model: str | None) -> str:
+    """`model`, else $LLM_MODEL, else the first model the endpoint lists."""
+    return model or os.environ.get("LLM_MODEL") or endpoint_model(base_url, api_key)
 
+
+def llm_services(*, base_url: str, api_key: str, model: str, cache: Path, ledger: Path, k: int, timeout: float,
+                 max_retries: int, max_tokens: int, json_schema: bool, prompt_version: str | None,
+                 domain: str | None = None) -> Any:
+    """The backend's composition root (`backend.composition.Services`) set for one evaluation run.
+
+    llm-eval and the LLM teacher get the backend's own client, reply cache, ledger, template and
+    annotator from it, so they measure what the backend does. The reply cache key (model, template,
+    rendered messages) is the backend's too, so a cache written by an earlier run is still hit. The
+    domain and k are set explicitly: NER_DOMAIN or KNN_K in the environment must not change the prompt.
+    """
+    from backend.composition import Services
+    from backend.settings import Settings
+
+    return Services(Settings(
+        openai_base_url=base_url, openai_api_key=api_key, llm_model=model, llm_timeout_s=timeout,
+        llm_max_retries=max_retries, llm_max_tokens=max_tokens, llm_structured_output=json_schema,
+        llm_prompt_version=prompt_version or default_prompt_version(), llm_cache_dir=cache,
+        llm_ledger_file=ledger, knn_k=k, ner_domain=domain))
+
+
+def _check_inputs(cfg: EvalConfig) -> str:
+    """The endpoint's base URL, once the demo mode and the dataset files are known to be usable."""
     if cfg.demos not in ("none", "random", "knn"):
         raise EvalError(f"--demos must be none, random or knn, not {cfg.demos!r}")
     base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
     if not base_url:
         raise EvalError("no LLM endpoint: set OPENAI_BASE_URL (e.g. http://127.0.0.1:8088/v1) or pass --base-url")
-    split_path = Path(cfg.data) / f"{cfg.split}.jsonl"
-    train_path = Path(cfg.data) / "train.jsonl"
-    for path in (split_path, train_path) if cfg.demos != "none" else (split_path,):
+    needed = [_split_path(cfg), _split_path(cfg, "train")] if cfg.demos != "none" else [_split_path(cfg)]
+    for path in needed:
         if not path.is_file():
             raise EvalError(f"{path} not found")
-    api_key = os.environ.get("OPENAI_API_KEY", "")
-    model = cfg.model or os.environ.get("LLM_MODEL") or endpoint_model(base_url, api_key)
+    return base_url
 
-    started = time.monotonic()
-    examples = sample(load_split(split_path), cfg.n, cfg.seed)
-    train = load_split(train_path) if cfg.demos != "none" else []
+
+def _split_path(cfg: EvalConfig, split: str | None = None) -> Path:
+    return Path(cfg.data) / f"{split or cfg.split}.jsonl"
+
+
+def _load_sentences(cfg: EvalConfig) -> tuple[list[Example], list[Example]]:
+    """(the sentences to annotate, the train sentences demonstrations are drawn from)."""
+    examples = sample(load_split(_split_path(cfg)), cfg.n, cfg.seed)
+    train = load_split(_split_path(cfg, "train")) if cfg.demos != "none" else []
     if cfg.demo_pool is not None:
         train = sample(train, cfg.demo_pool, cfg.seed)
-    labels = label_set(examples + train)
-    schema = build_schema(labels, label_descriptions(cfg.data, cfg.labels_file), cfg.hints)
-    cfg.cache.mkdir(parents=True, exist_ok=True)
-    demo_source: Any = None
+    return examples, train
+
+
+def _demo_source(cfg: EvalConfig, train: list[Example], embedder: Any) -> Any:
+    """A k-NN index, random demos or None, as `cfg.demos` says (the annotator asks only `nearest`)."""
     if cfg.demos == "knn":
-        embedder = embedder or CachedEmbedder(cfg.embedding_cache or cfg.cache / "embeddings.npz")
-        demo_source = knn_index(train, embedder, cfg.k)
-    elif cfg.demos == "random":
-        demo_source = RandomDemos(train, cfg.seed)
+        return knn_index(train, embedder or CachedEmbedder(cfg.embedding_cache or cfg.cache / "embeddings.npz"),
+                         cfg.k)
+    if cfg.demos == "random":
+        return RandomDemos(train, cfg.seed)
+    return None
+
+
+def run_eval(cfg: EvalConfig, embedder: Any = None) -> dict[str, Any]:
+    """Annotate `cfg.n` sentences of the split with the LLM, score them, write OUT/results.json."""
+    base_url = _check_inputs(cfg)
+    api_key = os.environ.get("OPENAI_API_KEY", "")
+    model = resolve_model(base_url, api_key, cfg.model)
+
+    started = time.monotonic()
+    examples, train = _load_sentences(cfg)
+    schema = build_schema(label_set(examples + train), label_descriptions(cfg.data, cfg.labels_file), cfg.hints)
+    cfg.cache.mkdir(parents=True, exist_ok=True)
+    demo_source = _demo_source(cfg, train, embedder)
     setup_s = time.monotonic() - started
 
     cfg.out.mkdir(parents=True, exist_ok=True)
-    client = LLMClient(base_url=base_url, api_key=api_key, model=model, timeout=cfg.timeout,
-                       max_retries=cfg.max_retries, max_tokens=cfg.max_tokens, structured_output=cfg.json_schema)
-    template = PromptTemplate.load("ner", cfg.prompt_version or default_prompt_version())
-    cache = ReplyCache(cfg.cache)
-    annotator = LLMAnnotator(client, schema, template, cache=cache, ledger=CostLedger(cfg.out / "costs.jsonl"),
-                             demo_index=demo_source, k=cfg.k if demo_source is not None else 0, domain=cfg.domain)
+    services = llm_services(base_url=base_url, api_key=api_key, model=model, cache=cfg.cache,
+                            ledger=cfg.out / "costs.jsonl", k=cfg.k, timeout=cfg.timeout,
+                            max_retries=cfg.max_retries, max_tokens=cfg.max_tokens, json_schema=cfg.json_schema,
+                            prompt_version=cfg.prompt_version, domain=cfg.domain)
+    annotator = services.annotator(schema, demo_source)
     texts = [ex.text for ex in examples]
     began = time.monotonic()
     outcomes = annotator.annotate_many(texts, concurrency=cfg.concurrency, progress=sys.stderr.isatty())
     annotate_s = time.monotonic() - began
 
+    client = services.llm_client()
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    config.update({"base_url": base_url, "model": model, "template": annotator.template.cache_id,
+                   "labels": {lab.value: lab.description for lab in schema.labels},
+                   "demo_pool_size": len(train), "json_schema_used": client.schema_supported})
+    results: dict[str, Any] = {
+        **quality(examples, outcomes),
+        "seconds": round(annotate_s, 2), "setup_seconds": round(setup_s, 2),
+        "sentences_per_s": _rate(sum(1 for o in outcomes if not o.cached), annotate_s),
+        "tokens": token_usage(annotator, texts, outcomes),
+        "latency_s": latency_summary(outcomes),
+        **failure_counts(outcomes), "client": client.stats,
+        "config": config,
+    }
+    write_predictions(cfg.out / "predictions.jsonl", examples, outcomes)
+    write_results(cfg.out / "results.json", results)
+    log.info("llm-eval %s %s n=%d demos=%s k=%d hints=%s json=%s: F1 %.4f (P %.4f R %.4f), %d failed, %.1f s",
+             Path(cfg.data).name, cfg.split, len(outcomes), cfg.demos, cfg.k, cfg.hints, cfg.json_schema,
+             results["f1"], results["precision"], results["recall"], results["failed"], annotate_s)
+    return results
+
+
+def quality(examples: Sequence[Example], outcomes: Sequence[Any]) -> dict[str, Any]:
+    """Entity scores on the answered sentences (a failure is left out, never "no entities"), the failure
+    counts, and `f1_failed_as_empty`, the stricter view that scores every failure as an empty answer."""
+    from training.metrics import entity_scores
+
+    texts = [ex.text for ex in examples]
     ok = [i for i, o in enumerate(outcomes) if o.ok]
     answered = {i: outcomes[i].spans for i in ok}
     scores = entity_scores([examples[i].spans for i in ok], [answered[i] for i in ok], [texts[i] for i in ok]) \
         if ok else {"precision": 0.0, "recall": 0.0, "f1": 0.0, "per_type": {}}
     strict = entity_scores([ex.spans for ex in examples], [answered.get(i, []) for i in range(len(examples))],
                            texts)
-    # A cache hit reports zero tokens (it cost nothing now); the table wants what the prompt costs.
+    failed = len(outcomes) - len(ok)
+    return {"f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
+            "failed": failed, "n": len(outcomes), "answered": len(ok),
+            "failure_rate": failed / len(outcomes) if outcomes else 0.0,
+            "f1_failed_as_empty": strict["f1"], "per_label": scores["per_type"]}
+
+
+def _rate(fresh: int, seconds: float) -> float | None:
+    return round(fresh / seconds, 4) if seconds > 0 and fresh else None
+
+
+def token_usage(annotator: Any, texts: Sequence[str], outcomes: Sequence[Any]) -> dict[str, Any]:
+    """Prompt and completion tokens of the answered sentences, totals and means.
+
+    A cache hit reports zero tokens (it cost nothing now); the table wants what the prompt costs, so a
+    hit's tokens are read back from the cached reply."""
     prompt_tokens, completion_tokens = [], []
     for text, outcome in zip(texts, outcomes, strict=True):
         if not outcome.ok:
             continue
         if outcome.cached:
-            hit = cache.get(ReplyCache.key(model, template.cache_id, annotator.messages_for(text)))
+            key = annotator.cache.key(annotator.client.model, annotator.template.cache_id,
+                                      annotator.messages_for(text))
+            hit = annotator.cache.get(key)
             prompt_tokens.append(hit.prompt_tokens if hit else 0)
             completion_tokens.append(hit.completion_tokens if hit else 0)
         else:
             prompt_tokens.append(int(outcome.usage.get("prompt_tokens", 0)))
             completion_tokens.append(int(outcome.usage.get("completion_tokens", 0)))
+    return {"prompt_total": int(sum(prompt_tokens)), "completion_total": int(sum(completion_tokens)),
+            "prompt_mean": float(np.mean(prompt_tokens)) if prompt_tokens else None,
+            "completion_mean": float(np.mean(completion_tokens)) if completion_tokens else None}
+
+
+def latency_summary(outcomes: Sequence[Any]) -> dict[str, Any]:
+    """Seconds per LLM call actually made (cache hits and failures left out)."""
     latencies = [float(o.usage["latency_s"]) for o in outcomes if o.ok and not o.cached and "latency_s" in o.usage]
+    return {"calls": len(latencies), "mean": float(np.mean(latencies)) if latencies else None,
+            "p50": _percentile(latencies, 50), "p90": _percentile(latencies, 90),
+            "max": max(latencies) if latencies else None}
+
+
+def failure_counts(outcomes: Sequence[Any]) -> dict[str, Any]:
+    """Cache hits, failures by reason word and dropped spans by reason."""
     errors = Counter((o.error or "").split(":", 1)[0] for o in outcomes if not o.ok)
     dropped = Counter(reason for o in outcomes for _m, _t, reason in o.dropped)
-    fresh = sum(1 for o in outcomes if not o.cached)
+    return {"cached": sum(1 for o in outcomes if o.cached), "errors": dict(errors), "dropped": dict(dropped)}
 
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    config.update({"base_url": base_url, "model": model, "template": template.cache_id,
-                   "labels": {lab.value: lab.description for lab in schema.labels},
-                   "demo_pool_size": len(train), "json_schema_used": client.schema_supported})
-    results: dict[str, Any] = {
-        "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
-        "failed": len(outcomes) - len(ok), "n": len(outcomes), "answered": len(ok),
-        "failure_rate": (len(outcomes) - len(ok)) / len(outcomes) if outcomes else 0.0,
-        "f1_failed_as_empty": strict["f1"],
-        "per_label": scores["per_type"],
-        "seconds": round(annotate_s, 2), "setup_seconds": round(setup_s, 2),
-        "sentences_per_s": round(fresh / annotate_s, 4) if annotate_s > 0 and fresh else None,
-        "tokens": {
-            "prompt_total": int(sum(prompt_tokens)), "completion_total": int(sum(completion_tokens)),
-            "prompt_mean": float(np.mean(prompt_tokens)) if prompt_tokens else None,
-            "completion_mean": float(np.mean(completion_tokens)) if completion_tokens else None,
-        },
-        "latency_s": {"calls": len(latencies), "mean": float(np.mean(latencies)) if latencies else None,
-                      "p50": _percentile(latencies, 50), "p90": _percentile(latencies, 90),
-                      "max": max(latencies) if latencies else None},
-        "cached": sum(1 for o in outcomes if o.cached),
-        "errors": dict(errors), "dropped": dict(dropped), "client": client.stats,
-        "config": config,
-    }
-    with (cfg.out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+
+def write_predictions(path: Path, examples: Sequence[Example], outcomes: Sequence[Any]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
         for ex, outcome in zip(examples, outcomes, strict=True):
             fh.write(json.dumps({
                 "id": ex.id, "text": ex.text, "ok": outcome.ok, "error": outcome.error,
@@ -296,23 +374,15 @@ def run_eval(cfg: EvalConfig, embedder: Any = None) -> dict[str, Any]:
                 "pred": [[s.start, s.end, s.label] for s in outcome.spans],
                 "dropped": outcome.dropped,
             }, ensure_ascii=False) + "\n")
-    tmp = cfg.out / "results.json.tmp"
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, cfg.out / "results.json")  # a results.json is only ever complete: the grid skips on it
-    log.info("llm-eval %s %s n=%d demos=%s k=%d hints=%s json=%s: F1 %.4f (P %.4f R %.4f), %d failed, %.1f s",
-             Path(cfg.data).name, cfg.split, len(outcomes), cfg.demos, cfg.k, cfg.hints, cfg.json_schema,
-             results["f1"], results["precision"], results["recall"], results["failed"], annotate_s)
-    return results
+    os.replace(tmp, path)  # a results.json is only ever complete: the grid skips on it
 
 
 # ------------------------------------------------------------------------------------ CLI
-
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return n
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
@@ -321,7 +391,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "grounding, cache) and writes OUT/results.json with F1, failures, tokens and latency.")
     p.add_argument("--data", type=Path, required=True, help="dataset folder with {train,dev,test}.jsonl")
     p.add_argument("--split", default="dev")
-    p.add_argument("--n", type=_positive, default=200, help="sentences to annotate (random sample by --seed)")
+    p.add_argument("--n", type=positive_int, default=200, help="sentences to annotate (random sample by --seed)")
     p.add_argument("--demos", choices=["none", "random", "knn"], default="knn",
                    help="demonstrations from the train split: none, random, or k-NN by MiniLM similarity")
     p.add_argument("--k", type=int, default=5, help="demonstrations per prompt")
@@ -331,17 +401,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--free-text", action="store_true", help="never ask for json_schema output")
     p.add_argument("--labels", type=Path, default=None,
                    help="label descriptions file (default examples/<dataset>/labels.json if present)")
-    p.add_argument("--demo-pool", type=_positive, default=None,
+    p.add_argument("--demo-pool", type=positive_int, default=None,
                    help="draw demos from this many train sentences only (default: all)")
     p.add_argument("--base-url", default=None, help="default $OPENAI_BASE_URL")
     p.add_argument("--model", default=None, help="default $LLM_MODEL, else the endpoint's first model")
     p.add_argument("--prompt-version", default=None,
                    help="prompt template ner.<version> (default: the backend's, e.g. v1)")
     p.add_argument("--domain", default=None, help="domain phrase for the prompt, e.g. 'biomedical abstracts'")
-    p.add_argument("--concurrency", type=_positive, default=1, help="LLM calls in flight")
+    p.add_argument("--concurrency", type=positive_int, default=1, help="LLM calls in flight")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds per LLM call")
     p.add_argument("--max-retries", type=int, default=2)
-    p.add_argument("--max-tokens", type=_positive, default=256)
+    p.add_argument("--max-tokens", type=positive_int, default=256)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="reply and embedding cache folder")
     p.set_defaults(func=run)
 

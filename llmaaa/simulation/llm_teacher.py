@@ -69,27 +69,27 @@ class LLMTeacher:
     def _build(self, base_url: str | None, model: str | None, api_key: str | None, cache_dir: Path,
                descriptions: Mapping[str, str] | None, json_schema: bool, timeout: float, max_retries: int,
                max_tokens: int, prompt_version: str | None, embedder: Any) -> Any:
-        from backend.annotator import CostLedger, LLMAnnotator, LLMClient, PromptTemplate, ReplyCache
-        from llmaaa.llm_eval import CachedEmbedder, build_schema, default_prompt_version, endpoint_model, knn_index
+        """The backend's annotator, from the composition root set for this endpoint (as `llm-eval` does)."""
+        from llmaaa.llm_eval import CachedEmbedder, build_schema, knn_index, llm_services, resolve_model
 
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise ValueError("the LLM teacher needs an endpoint: set OPENAI_BASE_URL or pass base_url")
         api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        model = model or os.environ.get("LLM_MODEL") or endpoint_model(base_url, api_key)
+        model = resolve_model(base_url, api_key, model)
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         schema = build_schema(self.labels, dict(descriptions or {}), hints=bool(descriptions))
         demo_index = None
         if self.k > 0 and self.gold:
             demo_index = knn_index(self.gold, embedder or CachedEmbedder(cache_dir / "embeddings.npz"), self.k)
-        client = LLMClient(base_url=base_url, api_key=api_key, model=model, timeout=timeout,
-                           max_retries=max_retries, max_tokens=max_tokens, structured_output=json_schema)
-        template = PromptTemplate.load("ner", prompt_version or default_prompt_version())
+        services = llm_services(base_url=base_url, api_key=api_key, model=model, cache=cache_dir,
+                                ledger=cache_dir / "costs.jsonl", k=self.k, timeout=timeout, max_retries=max_retries,
+                                max_tokens=max_tokens, json_schema=json_schema, prompt_version=prompt_version)
+        annotator = services.annotator(schema, demo_index)
         log.info("LLM teacher: %s at %s, prompt %s, %d gold demos (k=%d), cache %s", model, base_url,
-                 template.template_id, len(self.gold), self.k, cache_dir)
-        return LLMAnnotator(client, schema, template, cache=ReplyCache(cache_dir),
-                            ledger=CostLedger(cache_dir / "costs.jsonl"), demo_index=demo_index, k=self.k)
+                 annotator.template.template_id, len(self.gold), self.k, cache_dir)
+        return annotator
 
     def _outcome(self, ex: Example, outcome: Any) -> Example | None:
         with self._lock:

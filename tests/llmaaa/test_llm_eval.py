@@ -21,7 +21,7 @@ from llmaaa.llm_eval import CachedEmbedder, EvalConfig, RandomDemos, build_schem
 from llmaaa.services import free_port, http_ok, llmaaa_command, serve_in_thread, spawn, wait_until
 from llmaaa.simulation.server import FaultConfig, create_app
 from llmaaa.simulation.teacher import SimulatedTeacher
-from training.data import load_split
+from training.data import load_split, sample
 
 
 class WordEmbedder:
@@ -104,6 +104,32 @@ def test_rerun_is_served_from_the_cache_with_the_same_tokens(data: Path, sim_url
     assert first["cached"] == 0 and again["cached"] == 20
     assert again["tokens"] == first["tokens"]  # what the prompt costs, not what this run paid
     assert again["f1"] == first["f1"]
+
+
+def test_a_reply_cached_under_the_documented_key_is_served_without_the_endpoint(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply cache key is sha256 over [model, template cache id, rendered messages] (docs/architecture.md):
+    caches written by earlier runs (benchmarks/results/prompt/cache) must still be hit. The environment's
+    NER_DOMAIN / KNN_K must not leak into the prompt (that would change every key)."""
+    from backend.annotator import PromptTemplate, ReplyCache
+    from backend.annotator.client import Completion
+
+    monkeypatch.setenv("NER_DOMAIN", "legal contracts")
+    monkeypatch.setenv("KNN_K", "9")
+    cfg = config(data, tmp_path / "out", f"http://127.0.0.1:{free_port()}/v1", demos="none", n=4, model="m")
+    picked = sample(load_split(data / "dev.jsonl"), cfg.n, cfg.seed)  # what run_eval annotates
+    schema = build_schema(["Chemical", "Disease"], llm_eval.label_descriptions(data))
+    template = PromptTemplate.load("ner", "v1")
+    cache = ReplyCache(cfg.cache)
+    for ex in picked:
+        messages = template.render(schema.labels, [], ex.text, None)
+        payload = json.dumps(["m", template.cache_id, messages], ensure_ascii=False, sort_keys=True,
+                             separators=(",", ":"))
+        cache.put(hashlib.sha256(payload.encode("utf-8")).hexdigest(),
+                  Completion('{"entities": []}', prompt_tokens=11, completion_tokens=3, model="m", latency_s=0.1))
+    res = run_eval(cfg)
+    assert len(picked) == 4 and res["cached"] == 4 and res["failed"] == 0  # nothing listens at the endpoint
+    assert res["tokens"]["prompt_total"] == 44 and res["config"]["template"] == template.cache_id
 
 
 def test_free_text_never_sends_json_schema(data: Path, tmp_path: Path) -> None:
