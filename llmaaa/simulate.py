@@ -458,140 +458,238 @@ def select_round(strategy: Any, pool_data: Any, budget: int, unit: str, texts: l
     return select_within_budget(strategy, pool_data, budget, get_cost_model(unit).costs(texts), rng)
 
 
-def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
-    from acquisition import get_strategy
-    from acquisition.base import PoolData
-    from training.metrics import entity_scores
-    from training.trainer import train
+SCORES = ("precision", "recall", "f1")  # a round's test scores, the run's `final`
 
-    started = time.time()
-    cfg.out.mkdir(parents=True, exist_ok=True)
+
+@dataclass
+class SimulationData:
+    """One run's sentences: the unlabeled pool, the human-verified gold set, the test set, the labels."""
+
+    pool: list[Example]
+    gold: list[Example]
+    test: list[Example]
+    labels: list[str]
+
+
+def load_simulation_data(cfg: SimulationConfig) -> SimulationData:
     pool_all = load_split(cfg.data / "train.jsonl")
     dev = load_split(cfg.data / "dev.jsonl")
     test = sample(load_split(cfg.data / "test.jsonl"), cfg.test_size, cfg.seed)
-    pool = sample(pool_all, cfg.pool_size, cfg.seed)
-    gold = pick_gold(dev, cfg.gold_size, cfg.seed)
-    labels = label_set(pool_all + dev)
-    train_cfg = build_train_config(cfg)
+    return SimulationData(pool=sample(pool_all, cfg.pool_size, cfg.seed), gold=pick_gold(dev, cfg.gold_size, cfg.seed),
+                          test=test, labels=label_set(pool_all + dev))
 
-    def evaluate(model: Any) -> dict[str, float]:
-        preds = model.predict([ex.text for ex in test])
-        scores = entity_scores([ex.spans for ex in test], preds, [ex.text for ex in test])
-        return {k: float(scores[k]) for k in ("precision", "recall", "f1")}
 
-    rounds: list[dict[str, Any]] = []
-    if cfg.gold_only:
-        result = train(gold, gold, dataclasses.replace(train_cfg, reweight=False), labels=labels,
-                       encoder=cfg.encoder)
-        final = evaluate(result.model)
-        rounds.append({"round": 0, "labels": 0, "gold": len(gold), **final, "train": result.metrics})
-        teacher_scores = {"f1": None, "precision": None, "recall": None, "labels": 0}
-    else:
-        teacher = make_teacher(cfg, pool, labels, gold)
-        rng = np.random.default_rng(cfg.seed)
-        order = rng.permutation(len(pool))
-        llm_labels: dict[int, Example] = {}
-        not_annotated: set[int] = set()  # a failed LLM call: not trained on, not asked again
+def evaluate(model: Any, test: list[Example]) -> dict[str, float]:
+    """The student's entity scores on the test sentences."""
+    from training.metrics import entity_scores
 
-        def annotate(idx: list[int]) -> list[int]:
-            for i in idx:
-                ex = teacher.label(pool[i])
-                if ex is None:
-                    not_annotated.add(i)
-                else:
-                    llm_labels[i] = ex
-            return [i for i in idx if i in llm_labels]
+    texts = [ex.text for ex in test]
+    scores = entity_scores([ex.spans for ex in test], model.predict(texts), texts)
+    return {k: float(scores[k]) for k in SCORES}
 
-        round_sizes = cfg.round_sizes()
-        progress = load_progress(cfg)
-        start_round = 0
-        if progress is not None:
-            # The labels as the teacher gave them (a real LLM is not asked twice), in acquisition order.
-            index = {ex.id: i for i, ex in enumerate(pool)}
-            labeled_idx = []
-            for pid, spans in progress["labeled"]:
-                i = index[pid]
-                labeled_idx.append(i)
-                llm_labels[i] = Example(pool[i].id, pool[i].text, [Span(a, b, lab) for a, b, lab in spans],
-                                        pool[i].tokens)
-            not_annotated.update(index[pid] for pid in progress["not_annotated"])
-            rounds, start_round = progress["rounds"], progress["next_round"]
-            if hasattr(teacher, "calls"):
-                teacher.calls = progress.get("teacher_calls", teacher.calls)
-            final = {k: rounds[-1][k] for k in ("precision", "recall", "f1")}
-            log.info("resuming at round %d with %d LLM labels", start_round, len(labeled_idx))
-        else:
-            labeled_idx = annotate([int(i) for i in order[: cfg.seed_size]])
-        strategy = get_strategy(cfg.strategy)
-        final = final if progress is not None else {}
-        cache_file = round0_cache_file(cfg) if cfg.rounds > 0 else None
-        for r in range(start_round, cfg.rounds + 1):
-            unlabeled = [i for i in range(len(pool)) if i not in llm_labels and i not in not_annotated]
-            # A cached round 0 has no model to draw MC-dropout passes from: BALD trains it.
-            cached = (load_round0(cache_file, [pool[i].id for i in unlabeled])
-                      if r == 0 and cache_file and not strategy.needs_mc_marginals else None)
-            if cached is not None:
-                record, outputs, labeled_out = cached
-                final = {k: record[k] for k in ("precision", "recall", "f1")}
-                rounds.append({**record, **effort([pool[i].text for i in labeled_idx]), "from_cache": True})
-                log.info("round 0: %d LLM labels, test F1 %.4f (shared round 0 from %s)", len(labeled_idx),
-                         final["f1"], cache_file)
+
+class TeacherLabels:
+    """The teacher's labels of pool sentences, in acquisition order. A failed call leaves its sentence
+    *not annotated*: not trained on and not asked again."""
+
+    def __init__(self, pool: list[Example], teacher: Any) -> None:
+        self.pool = pool
+        self.teacher = teacher
+        self.by_index: dict[int, Example] = {}
+        self.not_annotated: set[int] = set()
+        self.order: list[int] = []  # pool indices of the labeled sentences, as acquired
+
+    def annotate(self, indices: list[int]) -> None:
+        for i in indices:
+            labeled = self.teacher.label(self.pool[i])
+            if labeled is None:
+                self.not_annotated.add(i)
             else:
-                train_set = [llm_labels[i] for i in labeled_idx]
-                cpu_started = time.process_time()  # CPU time: what a round costs on a shared machine
-                result = train(train_set, gold, train_cfg, labels=labels, encoder=cfg.encoder)
-                final = evaluate(result.model)
-                rounds.append({"round": r, "labels": len(labeled_idx), **final,
-                               **effort([pool[i].text for i in labeled_idx]),
-                               "teacher_f1": float(entity_scores(
-                                   [pool[i].spans for i in labeled_idx], [llm_labels[i].spans for i in labeled_idx],
-                                   [pool[i].text for i in labeled_idx])["f1"]),
-                               "best_epoch": result.metrics.get("best_epoch"),
-                               "epochs": result.metrics.get("epochs"),
-                               "train_seconds": result.metrics.get("train_time_s"),
-                               "cpu_seconds": round(time.process_time() - cpu_started, 1)})
-                if result.sentence_weights:
-                    rounds[-1]["weights"] = weight_diagnostics(
-                        result.sentence_weights,
-                        {pool[i].id: same_spans(llm_labels[i], pool[i]) for i in labeled_idx},
-                        train_cfg.batch_size, result.metrics.get("skipped_zero_weight_batches", 0),
-                        result.metrics.get("steps", 0))
-                log.info("round %d: %d LLM labels, test F1 %.4f", r, len(labeled_idx), final["f1"])
-                if r == cfg.rounds or not unlabeled:
-                    break
-                outputs = result.model.pool_outputs([pool[i].text for i in unlabeled])
-                labeled_out = result.model.pool_outputs([pool[i].text for i in labeled_idx])
-                mc = mc_outputs(strategy, result.model, [pool[i].text for i in unlabeled], cfg.seed + r)
-                if r == 0 and cache_file:
-                    save_round0(cache_file, rounds[-1], [pool[i].id for i in unlabeled], outputs, labeled_out)
-            pool_data = PoolData(marginals=outputs.marginals, embeddings=outputs.embeddings,
-                                 ids=[pool[i].id for i in unlabeled],
-                                 labeled_embeddings=labeled_out.embeddings,
-                                 mc_marginals=mc if cached is None else None)
-            picked = select_round(strategy, pool_data, round_sizes[r], cfg.budget_unit,
-                                  [pool[i].text for i in unlabeled], np.random.default_rng(cfg.seed + r + 1))
-            labeled_idx += annotate([unlabeled[int(j)] for j in picked])
-            save_progress(cfg, {"next_round": r + 1, "rounds": rounds,
-                                "labeled": [[pool[i].id, [[s.start, s.end, s.label] for s in llm_labels[i].spans]]
-                                            for i in labeled_idx],
-                                "not_annotated": [pool[i].id for i in sorted(not_annotated)],
-                                "teacher_calls": getattr(teacher, "calls", None)})
-            if cfg.stop_at is not None and rounds[-1]["labels"] >= cfg.stop_at:
+                self.by_index[i] = labeled
+        self.order += [i for i in indices if i in self.by_index]
+
+    def unlabeled(self) -> list[int]:
+        return [i for i in range(len(self.pool)) if i not in self.by_index and i not in self.not_annotated]
+
+    def texts(self, indices: list[int]) -> list[str]:
+        return [self.pool[i].text for i in indices]
+
+    def train_set(self) -> list[Example]:
+        return [self.by_index[i] for i in self.order]
+
+    def scores(self) -> dict[str, Any]:
+        """The teacher's entity scores against gold on what it labeled (only a simulation knows them)."""
+        from training.metrics import entity_scores
+
+        return entity_scores([self.pool[i].spans for i in self.order], [self.by_index[i].spans for i in self.order],
+                             self.texts(self.order))
+
+    def summary(self, kind: str) -> dict[str, Any]:
+        t = self.scores()
+        return {"f1": float(t["f1"]), "precision": float(t["precision"]), "recall": float(t["recall"]),
+                "labels": len(self.order),
+                "calls": getattr(self.teacher, "calls", len(self.order) + len(self.not_annotated)),
+                "kind": kind, "not_annotated": len(self.not_annotated)}
+
+    def progress(self) -> dict[str, Any]:
+        """The labels as the teacher gave them, for `restore` (a real LLM is not asked twice)."""
+        return {"labeled": [[self.pool[i].id, [[s.start, s.end, s.label] for s in self.by_index[i].spans]]
+                            for i in self.order],
+                "not_annotated": [self.pool[i].id for i in sorted(self.not_annotated)],
+                "teacher_calls": getattr(self.teacher, "calls", None)}
+
+    def restore(self, progress: dict[str, Any]) -> None:
+        index = {ex.id: i for i, ex in enumerate(self.pool)}
+        for pid, spans in progress["labeled"]:
+            i = index[pid]
+            self.order.append(i)
+            ex = self.pool[i]
+            self.by_index[i] = Example(ex.id, ex.text, [Span(a, b, lab) for a, b, lab in spans], ex.tokens)
+        self.not_annotated.update(index[pid] for pid in progress["not_annotated"])
+        if hasattr(self.teacher, "calls"):
+            self.teacher.calls = progress.get("teacher_calls", self.teacher.calls)
+
+
+class AcquisitionLoop:
+    """Rounds of train → evaluate on test → acquire → label, with progress saved after every round."""
+
+    def __init__(self, cfg: SimulationConfig, data: SimulationData, train_cfg: Any) -> None:
+        self.cfg, self.data, self.train_cfg = cfg, data, train_cfg
+        self.labels = TeacherLabels(data.pool, make_teacher(cfg, data.pool, data.labels, data.gold))
+        self.rounds: list[dict[str, Any]] = []
+        self.final: dict[str, float] = {}
+        self.cache_file = round0_cache_file(cfg) if cfg.rounds > 0 else None
+        self.strategy: Any = None  # set by `run`, after the seed set is labeled
+
+    def run(self) -> dict[str, Any] | None:
+        """Every round; or, once `stop_at` labels are trained on, the record a staged run returns."""
+        from acquisition import get_strategy
+
+        cfg = self.cfg
+        start_round = self._start()
+        self.strategy = get_strategy(cfg.strategy)
+        round_sizes = cfg.round_sizes()
+        for r in range(start_round, cfg.rounds + 1):
+            unlabeled = self.labels.unlabeled()
+            pool_data = self._pool_data(r, unlabeled)
+            if pool_data is None:
+                break
+            picked = select_round(self.strategy, pool_data, round_sizes[r], cfg.budget_unit,
+                                  self.labels.texts(unlabeled), np.random.default_rng(cfg.seed + r + 1))
+            self.labels.annotate([unlabeled[int(j)] for j in picked])
+            save_progress(cfg, {"next_round": r + 1, "rounds": self.rounds, **self.labels.progress()})
+            if cfg.stop_at is not None and self.rounds[-1]["labels"] >= cfg.stop_at:
                 log.info("stopping at %d LLM labels (stop_at); resume continues from round %d", cfg.stop_at, r + 1)
-                return {"stopped_at": rounds[-1]["labels"], "rounds": rounds}
-        produced = list(llm_labels.items())
-        t = entity_scores([pool[i].spans for i, _ in produced], [ex.spans for _, ex in produced],
-                          [pool[i].text for i, _ in produced])
-        teacher_scores = {"f1": float(t["f1"]), "precision": float(t["precision"]),
-                          "recall": float(t["recall"]), "labels": len(produced),
-                          "calls": getattr(teacher, "calls", len(produced) + len(not_annotated)),
-                          "kind": cfg.teacher_kind, "not_annotated": len(not_annotated)}
+                return {"stopped_at": self.rounds[-1]["labels"], "rounds": self.rounds}
+        return None
+
+    def _start(self) -> int:
+        """The first round to run: 0 after labeling a random seed set, or where a saved run stopped."""
+        progress = load_progress(self.cfg)
+        if progress is None:
+            order = np.random.default_rng(self.cfg.seed).permutation(len(self.data.pool))
+            self.labels.annotate([int(i) for i in order[: self.cfg.seed_size]])
+            return 0
+        self.labels.restore(progress)
+        self.rounds = progress["rounds"]
+        self.final = {k: self.rounds[-1][k] for k in SCORES}
+        log.info("resuming at round %d with %d LLM labels", progress["next_round"], len(self.labels.order))
+        return int(progress["next_round"])
+
+    def _pool_data(self, r: int, unlabeled: list[int]) -> Any:
+        """What round r's student says about the pool, to select from; None after the last round.
+
+        Round 0 comes from the shared cache when it is there, else the student is trained on the labels."""
+        from acquisition.base import PoolData
+
+        cached = self._cached_round0(r, unlabeled)
+        if cached is not None:
+            outputs, labeled_out = cached
+            mc = None
+        else:
+            model = self._train(r)
+            if r == self.cfg.rounds or not unlabeled:
+                return None
+            outputs = model.pool_outputs(self.labels.texts(unlabeled))
+            labeled_out = model.pool_outputs(self.labels.texts(self.labels.order))
+            mc = mc_outputs(self.strategy, model, self.labels.texts(unlabeled), self.cfg.seed + r)
+            if r == 0 and self.cache_file:
+                save_round0(self.cache_file, self.rounds[-1], [self.data.pool[i].id for i in unlabeled], outputs,
+                            labeled_out)
+        return PoolData(marginals=outputs.marginals, embeddings=outputs.embeddings,
+                        ids=[self.data.pool[i].id for i in unlabeled], labeled_embeddings=labeled_out.embeddings,
+                        mc_marginals=mc)
+
+    def _cached_round0(self, r: int, unlabeled: list[int]) -> tuple[Any, Any] | None:
+        """Round 0's pool outputs from the shared cache (its record appended), or None."""
+        # A cached round 0 has no model to draw MC-dropout passes from: BALD trains it.
+        if r != 0 or not self.cache_file or self.strategy.needs_mc_marginals:
+            return None
+        cached = load_round0(self.cache_file, [self.data.pool[i].id for i in unlabeled])
+        if cached is None:
+            return None
+        record, outputs, labeled_out = cached
+        self.final = {k: record[k] for k in SCORES}
+        self.rounds.append({**record, **effort(self.labels.texts(self.labels.order)), "from_cache": True})
+        log.info("round 0: %d LLM labels, test F1 %.4f (shared round 0 from %s)", len(self.labels.order),
+                 self.final["f1"], self.cache_file)
+        return outputs, labeled_out
+
+    def _train(self, r: int) -> Any:
+        """Train round r's student on the labels so far, record its round, return the model."""
+        from training.trainer import train  # looked up at call time: tests stand a fake trainer in
+
+        cpu_started = time.process_time()  # CPU time: what a round costs on a shared machine
+        result = train(self.labels.train_set(), self.data.gold, self.train_cfg, labels=self.data.labels,
+                       encoder=self.cfg.encoder)
+        self.final = evaluate(result.model, self.data.test)
+        order = self.labels.order
+        self.rounds.append({"round": r, "labels": len(order), **self.final, **effort(self.labels.texts(order)),
+                            "teacher_f1": float(self.labels.scores()["f1"]),
+                            "best_epoch": result.metrics.get("best_epoch"), "epochs": result.metrics.get("epochs"),
+                            "train_seconds": result.metrics.get("train_time_s"),
+                            "cpu_seconds": round(time.process_time() - cpu_started, 1)})
+        if result.sentence_weights:
+            self.rounds[-1]["weights"] = weight_diagnostics(
+                result.sentence_weights,
+                {self.data.pool[i].id: same_spans(self.labels.by_index[i], self.data.pool[i]) for i in order},
+                self.train_cfg.batch_size, result.metrics.get("skipped_zero_weight_batches", 0),
+                result.metrics.get("steps", 0))
+        log.info("round %d: %d LLM labels, test F1 %.4f", r, len(order), self.final["f1"])
+        return result.model
+
+
+def train_gold_only(cfg: SimulationConfig, data: SimulationData, train_cfg: Any
+                    ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any]]:
+    """The baseline: the student on the gold set alone (no LLM labels, no acquisition, no reweighting)."""
+    from training.trainer import train
+
+    result = train(data.gold, data.gold, dataclasses.replace(train_cfg, reweight=False), labels=data.labels,
+                   encoder=cfg.encoder)
+    final = evaluate(result.model, data.test)
+    rounds = [{"round": 0, "labels": 0, "gold": len(data.gold), **final, "train": result.metrics}]
+    return rounds, final, {"f1": None, "precision": None, "recall": None, "labels": 0}
+
+
+def run_simulation(cfg: SimulationConfig) -> dict[str, Any]:
+    started = time.time()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    data = load_simulation_data(cfg)
+    train_cfg = build_train_config(cfg)
+    if cfg.gold_only:
+        rounds, final, teacher_scores = train_gold_only(cfg, data, train_cfg)
+    else:
+        loop = AcquisitionLoop(cfg, data, train_cfg)
+        stopped = loop.run()
+        if stopped is not None:
+            return stopped
+        rounds, final, teacher_scores = loop.rounds, loop.final, loop.labels.summary(cfg.teacher_kind)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     # The values trained with (a recipe's, or LEGACY_TRAIN), where the report and the plot look for them.
     config.update(reweight=train_cfg.reweight, max_epochs=train_cfg.max_epochs, patience=train_cfg.patience)
     results = {"teacher": teacher_scores, "rounds": rounds, "final": final, "config": config,
-               "train_config": asdict(train_cfg), "gold_size": len(gold), "pool_size": len(pool),
-               "test_size": len(test), "seconds": round(time.time() - started, 1)}
+               "train_config": asdict(train_cfg), "gold_size": len(data.gold), "pool_size": len(data.pool),
+               "test_size": len(data.test), "seconds": round(time.time() - started, 1)}
     (cfg.out / "results.json").write_text(json.dumps(results, indent=2))
     plot_learning_curve(results, cfg.out / "learning_curve.png")
     return results
