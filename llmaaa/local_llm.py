@@ -43,6 +43,7 @@ from typing import Any, Literal, Protocol
 
 from flask import Flask, Response, jsonify, request
 
+from llmaaa.services import serve_until_interrupted
 from llmaaa.simulation.teacher import message_text  # one reading of OpenAI message content
 
 log = logging.getLogger(__name__)
@@ -323,14 +324,97 @@ def _stop_list(value: Any) -> list[str] | None:
     return None
 
 
+@dataclass(frozen=True)
+class ChatRequest:
+    """A checked `POST /v1/chat/completions` body: what `Engine.generate` is asked."""
+
+    messages: list[Mapping[str, Any]]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: list[str]
+    json_schema: dict[str, Any] | None
+    json_object: bool
+
+
+class BadChatRequest(ValueError):
+    """A body this server refuses with HTTP 400 (OpenAI's `invalid_request_error`), naming the bad field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def parse_chat_request(body: Any, max_tokens_cap: int) -> ChatRequest:
+    """The request a body asks for, its token budget capped at `max_tokens_cap`; raises `BadChatRequest`."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"] \
+            or not all(isinstance(m, Mapping) for m in body["messages"]):
+        raise BadChatRequest("'messages' must be a non-empty list of message objects.", "messages")
+    if body.get("stream"):
+        raise BadChatRequest("This server does not stream.", "stream")
+    stop = _stop_list(body.get("stop"))
+    if stop is None:
+        raise BadChatRequest("'stop' must be a string or a list of strings.", "stop")
+    fmt_type, json_schema = _response_format(body.get("response_format") or {})
+    try:
+        requested = body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens_cap
+        return ChatRequest(messages=body["messages"], max_tokens=max(1, min(int(requested), max_tokens_cap)),
+                           temperature=float(body.get("temperature", 0.0) or 0.0),
+                           top_p=float(body.get("top_p", 1.0) or 1.0),
+                           seed=None if body.get("seed") is None else int(body["seed"]), stop=stop,
+                           json_schema=json_schema, json_object=fmt_type == "json_object")
+    except (TypeError, ValueError):
+        raise BadChatRequest("max_tokens, temperature, top_p and seed must be numbers.") from None
+
+
+def _response_format(fmt: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """(the response_format type, the JSON schema that constrains decoding, if one is asked for)."""
+    fmt_type = fmt.get("type") if isinstance(fmt, Mapping) else None
+    if fmt_type == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        if not isinstance(schema, Mapping):
+            raise BadChatRequest("response_format json_schema needs a 'schema' object.", "response_format")
+        return fmt_type, dict(schema)
+    if fmt_type not in (None, "text", "json_object"):
+        raise BadChatRequest(f"Unsupported response_format type {fmt_type!r}.", "response_format")
+    return fmt_type, None
+
+
+def chat_completion(pool: EnginePool, model_id: str, req: ChatRequest, retry_after_s: float) -> Response:
+    """Generate on a free engine: the OpenAI chat.completion, or 429 (saturated) / 400 (prompt too long)."""
+    try:
+        with pool.engine() as engine:
+            gen = engine.generate(req.messages, max_tokens=req.max_tokens, temperature=req.temperature,
+                                  top_p=req.top_p, seed=req.seed, stop=req.stop, json_schema=req.json_schema,
+                                  json_object=req.json_object)
+    except Saturated as exc:
+        resp = _error(429, f"The local LLM is saturated ({exc}); retry later.", "requests", "rate_limit_exceeded")
+        resp.headers["Retry-After"] = f"{retry_after_s:g}"
+        return resp
+    except PromptTooLong as exc:
+        return _error(400, f"The prompt does not fit the context window: {exc}", "invalid_request_error",
+                      "context_length_exceeded", "messages")
+    pool.record(gen)
+    return jsonify({
+        "id": f"chatcmpl-local-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model_id,
+        "system_fingerprint": "llmaaa-local",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text, "refusal": None},
+                     "logprobs": None, "finish_reason": gen.finish_reason}],
+        "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
+                  "total_tokens": gen.prompt_tokens + gen.completion_tokens},
+    })
+
+
 def create_app(pool: EnginePool, model_id: str, max_tokens_cap: int = DEFAULT_MAX_TOKENS,
                retry_after_s: float = 2.0, info: Mapping[str, Any] | None = None) -> Flask:
     """The OpenAI-compatible Flask app over an engine pool (any requested model name is served by this one)."""
-    created = int(time.time())
     app = Flask("llmaaa.local_llm")
-
-    def card() -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": created, "owned_by": OWNED_BY}
+    card = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": OWNED_BY}
 
     @app.get("/health")
     def health() -> Response:
@@ -338,14 +422,14 @@ def create_app(pool: EnginePool, model_id: str, max_tokens_cap: int = DEFAULT_MA
 
     @app.get("/v1/models")
     def models() -> Response:
-        return jsonify({"object": "list", "data": [card()]})
+        return jsonify({"object": "list", "data": [card]})
 
     @app.get("/v1/models/<path:name>")
     def model(name: str) -> Response:
         if name != model_id:
             return _error(404, f"The model '{name}' does not exist (this server serves '{model_id}').",
                           "invalid_request_error", "model_not_found", "model")
-        return jsonify(card())
+        return jsonify(card)
 
     @app.get("/v1/local/stats")
     def stats() -> Response:
@@ -353,63 +437,11 @@ def create_app(pool: EnginePool, model_id: str, max_tokens_cap: int = DEFAULT_MA
 
     @app.post("/v1/chat/completions")
     def chat() -> Response:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"] \
-                or not all(isinstance(m, Mapping) for m in body["messages"]):
-            return _error(400, "'messages' must be a non-empty list of message objects.",
-                          "invalid_request_error", None, "messages")
-        if body.get("stream"):
-            return _error(400, "This server does not stream.", "invalid_request_error", None, "stream")
-        stop = _stop_list(body.get("stop"))
-        if stop is None:
-            return _error(400, "'stop' must be a string or a list of strings.", "invalid_request_error", None,
-                          "stop")
-        fmt = body.get("response_format") or {}
-        fmt_type = fmt.get("type") if isinstance(fmt, Mapping) else None
-        json_schema = None
-        if fmt_type == "json_schema":
-            spec = fmt.get("json_schema")
-            json_schema = spec.get("schema") if isinstance(spec, Mapping) else None
-            if not isinstance(json_schema, Mapping):
-                return _error(400, "response_format json_schema needs a 'schema' object.",
-                              "invalid_request_error", None, "response_format")
-            json_schema = dict(json_schema)
-        elif fmt_type not in (None, "text", "json_object"):
-            return _error(400, f"Unsupported response_format type {fmt_type!r}.", "invalid_request_error",
-                          None, "response_format")
         try:
-            requested = body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens_cap
-            max_tokens = max(1, min(int(requested), max_tokens_cap))
-            temperature = float(body.get("temperature", 0.0) or 0.0)
-            top_p = float(body.get("top_p", 1.0) or 1.0)
-            seed = None if body.get("seed") is None else int(body["seed"])
-        except (TypeError, ValueError):
-            return _error(400, "max_tokens, temperature, top_p and seed must be numbers.", "invalid_request_error")
-        try:
-            with pool.engine() as engine:
-                gen = engine.generate(body["messages"], max_tokens=max_tokens, temperature=temperature,
-                                      top_p=top_p, seed=seed, stop=stop, json_schema=json_schema,
-                                      json_object=fmt_type == "json_object")
-        except Saturated as exc:
-            resp = _error(429, f"The local LLM is saturated ({exc}); retry later.", "requests",
-                          "rate_limit_exceeded")
-            resp.headers["Retry-After"] = f"{retry_after_s:g}"
-            return resp
-        except PromptTooLong as exc:
-            return _error(400, f"The prompt does not fit the context window: {exc}", "invalid_request_error",
-                          "context_length_exceeded", "messages")
-        pool.record(gen)
-        return jsonify({
-            "id": f"chatcmpl-local-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model_id,
-            "system_fingerprint": "llmaaa-local",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": gen.text, "refusal": None},
-                         "logprobs": None, "finish_reason": gen.finish_reason}],
-            "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
-                      "total_tokens": gen.prompt_tokens + gen.completion_tokens},
-        })
+            req = parse_chat_request(request.get_json(silent=True), max_tokens_cap)
+        except BadChatRequest as exc:
+            return _error(400, str(exc), "invalid_request_error", None, exc.param)
+        return chat_completion(pool, model_id, req, retry_after_s)
 
     return app
 
@@ -466,18 +498,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     model_id = args.model_name or model_path.stem
     app = create_app(pool, model_id, max_tokens_cap=args.max_tokens, info=info)
-    from werkzeug.serving import make_server
-
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server(args.host, args.port, app, threaded=True)
-    log.info("local LLM %s (%s, %d instance(s) x %d thread(s), prompt format %s, loaded in %.1f s) at "
-             "http://%s:%d/v1", model_id, model_path.name, args.concurrency, args.threads,
-             info["prompt_format"], info["load_seconds"], args.host, server.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(app, args.host, args.port, lambda port: log.info(
+        "local LLM %s (%s, %d instance(s) x %d thread(s), prompt format %s, loaded in %.1f s) at http://%s:%d/v1",
+        model_id, model_path.name, args.concurrency, args.threads, info["prompt_format"], info["load_seconds"],
+        args.host, port))
     return 0
