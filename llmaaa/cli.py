@@ -57,6 +57,17 @@ def positive_int(value: str) -> int:
     return n
 
 
+def fraction(value: str) -> float:
+    """argparse type: a number in [0, 1] (a rate or a noise level)."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= x <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
+    return x
+
+
 def project_id(value: str) -> int:
     """argparse type: a Label Studio project id, ASCII digits only (int() would also take '٣' or ' 3')."""
     from llmaaa.extract import MAX_PROJECT_ID

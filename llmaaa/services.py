@@ -82,6 +82,27 @@ def serve_in_thread(app: Any, path: str = "") -> Iterator[str]:
         thread.join(5)
 
 
+def serve_until_interrupted(app: Any, host: str, port: int, on_listening: Callable[[int], None]) -> None:
+    """A WSGI app on a threaded server in the foreground until Ctrl-C (`fake-llm`, `local-llm`).
+
+    Threaded: each request waits (latency, a busy model) in its own thread, so concurrent calls overlap.
+    `on_listening` gets the bound port (port 0 picks a free one) once the server is up.
+    """
+    from werkzeug.serving import make_server
+
+    # Per-request lines would drown the log at benchmark rates; -v brings them back.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server(host, port, app, threaded=True)
+    on_listening(server.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

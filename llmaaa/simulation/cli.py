@@ -7,20 +7,14 @@ import logging
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.serving import make_server
 
+from llmaaa.cli import fraction
+from llmaaa.services import serve_until_interrupted
 from llmaaa.simulation.server import DEFAULT_MODEL, FaultConfig, create_app
 from llmaaa.simulation.teacher import SimulatedTeacher
 from training.data import Example, load_split
 
 log = logging.getLogger(__name__)
-
-
-def _fraction(value: str) -> float:
-    x = float(value)
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
-    return x
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,16 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="comma-separated splits to load (missing ones skipped)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--noise", type=_fraction, default=0.3, help="teacher noise in [0, 1] (0: gold answers)")
+    p.add_argument("--noise", type=fraction, default=0.3, help="teacher noise in [0, 1] (0: gold answers)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise model and of the fault injection")
     p.add_argument("--demo-aware", action="store_true",
                    help="simulation ASSUMPTION: entities seen in the prompt's demonstrations are right")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
     p.add_argument("--latency-jitter-ms", type=float, default=0.0,
                    help="extra uniform random delay, up to this")
-    p.add_argument("--fail-rate", type=_fraction, default=None,
+    p.add_argument("--fail-rate", type=fraction, default=None,
                    help="fraction of requests failing (429 / 500 / hang); default 0.05 * noise")
-    p.add_argument("--malformed-rate", type=_fraction, default=None,
+    p.add_argument("--malformed-rate", type=fraction, default=None,
                    help="fraction of replies with broken JSON; default 0.1 * noise")
     p.add_argument("--hang-s", type=float, default=60.0, help="how long a 'hang' fault sleeps")
     p.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of simulated 429s")
@@ -81,17 +75,6 @@ def build_app(args: argparse.Namespace) -> Flask:
 
 
 def run(args: argparse.Namespace) -> int:
-    app = build_app(args)
-    # Per-request lines would drown the log at benchmark rates; -v brings them back.
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    # threaded: each request sleeps (latency, hangs) in its own thread, so concurrent calls overlap.
-    server = make_server(args.host, args.port, app, threaded=True)
-    log.info("simulated LLM serving at http://%s:%d/v1", args.host, server.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(build_app(args), args.host, args.port,
+                            lambda port: log.info("simulated LLM serving at http://%s:%d/v1", args.host, port))
     return 0
