@@ -79,6 +79,25 @@ def test_project_ids_in_range_are_accepted() -> None:
     assert _parsed(["status", "--project", "2147483647"])["project"] == 2147483647
 
 
+@pytest.mark.parametrize(("argv", "option"), [
+    (["llm-eval", "--data", "d", "--out", "o", "--n", "0"], "--n"),
+    (["llm-eval", "--data", "d", "--out", "o", "--concurrency", "two"], "--concurrency"),
+    (["fake-llm", "--data", "d", "--port", "1", "--noise", "1.5"], "--noise"),
+    (["fake-llm", "--data", "d", "--port", "1", "--fail-rate", "nan"], "--fail-rate"),
+    (["fake-llm", "--data", "d", "--port", "1", "--malformed-rate", "lots"], "--malformed-rate"),
+])
+def test_counts_and_rates_are_checked_by_the_shared_option_types(argv: list[str], option: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+
+
+def test_rates_at_the_ends_of_the_unit_interval_are_accepted() -> None:
+    parsed = _parsed(["fake-llm", "--data", "d", "--port", "1", "--noise", "0", "--fail-rate", "1"])
+    assert (parsed["noise"], parsed["fail_rate"]) == (0.0, 1.0)
+
+
 @dataclass
 class _Options:
     model: str
