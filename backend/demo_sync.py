@@ -25,13 +25,14 @@ log = logging.getLogger(__name__)
 
 class DemoSync:
     def __init__(self, project_id: int, schema: LabelSchema, index: DemoIndex, ls: Callable[[], Any],
-                 holdout_fraction: float, has_llm_label: Callable[[int, str], bool]) -> None:
+                 holdout_fraction: float, llm_label_texts: Callable[[], Mapping[int, str]]) -> None:
+        """`llm_label_texts()`: task id -> the text the LLM labelled, the whole table in one read."""
         self.project_id = project_id
         self.schema = schema
         self.index = index
         self.ls = ls
         self.holdout_fraction = holdout_fraction
-        self.has_llm_label = has_llm_label
+        self.llm_label_texts = llm_label_texts
         self.ready = threading.Event()
         self.last_refresh = 0.0
         self._refresh_lock = threading.Lock()
@@ -58,14 +59,18 @@ class DemoSync:
         finally:
             self.ready.set()
             self._refresh_lock.release()
-        demos = [d for d in (self.demo_of(t, submitted_annotation(t)) for t in tasks) if d is not None]
+        llm_texts = self.llm_label_texts()  # once per refresh, not once per task: O(tasks + labels)
+        demos = [d for d in (self.demo_of(t, submitted_annotation(t), llm_texts) for t in tasks) if d is not None]
         self.index.upsert_many(demos)  # one embedding batch, not one per task
         log.info("project %s: %d verified tasks in the demo index", self.project_id, len(self.index))
         return True
 
-    def demo_of(self, task: Mapping[str, Any], annotation: Mapping[str, Any] | None
-                ) -> tuple[str, str, list[Any]] | None:
-        """(id, text, spans) when the task may serve as a demonstration, else None."""
+    def demo_of(self, task: Mapping[str, Any], annotation: Mapping[str, Any] | None,
+                llm_texts: Mapping[int, str] | None = None) -> tuple[str, str, list[Any]] | None:
+        """(id, text, spans) when the task may serve as a demonstration, else None.
+
+        `llm_texts`: what `llm_label_texts()` returned, when the caller read it already (a refresh); else
+        it is read here, and only for an empty submission, the one case that needs it."""
         text = (task.get("data") or {}).get(self.schema.value_key)
         if not isinstance(text, str) or task.get("id") is None or annotation is None:
             return None
@@ -75,7 +80,7 @@ class DemoSync:
         spans = result_to_spans(annotation.get("result") or [], self.schema, text)
         if annotation.get("was_cancelled") or held_out(tid, self.holdout_fraction):
             return None
-        if not spans and not self.has_llm_label(tid, text):
+        if not spans and (self.llm_label_texts() if llm_texts is None else llm_texts).get(tid) != text:
             return None  # empty submission on a task the LLM never annotated: flagged, not a demo
         return str(tid), text, spans
 

@@ -78,6 +78,12 @@ class LLMLabelStore:
         rows = self._conn().execute("SELECT task_id, text, spans FROM llm_labels").fetchall()
         return {tid: (text, [Span(a, b, lab) for a, b, lab in json.loads(spans)]) for tid, text, spans in rows}
 
+    def texts(self) -> dict[int, str]:
+        """task id -> the text the LLM labelled (no spans decoded): one read answers "did the LLM annotate
+        this text?" for a whole project (`DemoSync.refresh`)."""
+        rows = self._conn().execute("SELECT task_id, text FROM llm_labels").fetchall()
+        return {int(tid): text for tid, text in rows}
+
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM llm_labels").fetchone()[0])
 
@@ -130,6 +136,10 @@ class DeferredLabelStore:
     def all(self) -> dict[int, tuple[str, list[Span]]]:
         store = self._real()
         return store.all() if store is not None else {}
+
+    def texts(self) -> dict[int, str]:
+        store = self._real()
+        return store.texts() if store is not None else {}
 
     def failures(self) -> dict[int, LLMFailure]:
         store = self._real()

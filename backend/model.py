@@ -52,7 +52,7 @@ class NERBackendModel(MLBase):
         self.annotator = ProjectAnnotator(pid, self.schema, rt.annotator(self.schema, self.demos), self.llm_labels)
         self.students = StudentCache(rt.data_dir, pid)
         self.demo_sync = DemoSync(pid, self.schema, self.demos, self._ls, s.retrain_holdout_fraction,
-                                  self._has_llm_label)
+                                  self.llm_labels.texts)
         self.retrier = FailedTaskRetrier(self.annotator, self.llm_labels, self._ls, lambda: self.model_version,
                                          RetryPolicy(s.llm_retry_max_attempts, s.llm_retry_base_delay_s))
         # /setup must answer within 3 s, so the project is confirmed and demos loaded in the background.
@@ -75,10 +75,6 @@ class NERBackendModel(MLBase):
             raise LabelStudioError("no Label Studio connection: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
                                    "(a /setup `hostname` is used only with its own `access_token`)")
         return connect(*target)
-
-    def _has_llm_label(self, task_id: int, text: str) -> bool:
-        label = self.llm_labels.all().get(task_id)
-        return label is not None and label[0] == text
 
     def confirmed(self) -> bool:
         """Label Studio knows the project (or the CLI/worker, which read it from Label Studio, wrote state)."""
