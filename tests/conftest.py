@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llmaaa.services import (
-    LabelStudioConfig,
-    Service,
-    free_port,
-    http_ok,
-    llmaaa_command,
-    spawn,
-    start_label_studio,
-    wait_until,
-)
+from llmaaa import services
+from llmaaa.services import LabelStudioConfig, Service, free_port, start_fake_llm, start_label_studio
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -63,17 +57,9 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         svc.stop()
 
 
-def start_fake_llm(data_dir: Path, log_dir: Path, *extra: str) -> Service:
-    port = free_port()
-    svc = spawn("fake-llm", llmaaa_command("fake-llm", "--data", str(data_dir), "--port", str(port), *extra),
-                f"http://127.0.0.1:{port}/v1", log_dir / f"fake-llm-{port}.log")
-    wait_until(svc, http_ok(f"http://127.0.0.1:{port}/v1/models"), 60)
-    return svc
-
-
 def start_backend(log_dir: Path, llm_url: str, ls: LabelStudioConfig | None, state_dir: Path,
                   **env: str) -> Service:
-    port = free_port()
+    """`llmaaa serve --dev` on the LLM at `llm_url` (and Label Studio `ls`), state in `state_dir`."""
     full_env = {
         "OPENAI_BASE_URL": llm_url,
         "OPENAI_API_KEY": "sk-test-secret-never-logged",
@@ -84,10 +70,18 @@ def start_backend(log_dir: Path, llm_url: str, ls: LabelStudioConfig | None, sta
         **({"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token} if ls else {}),
         **env,
     }
-    svc = spawn("backend", llmaaa_command("serve", "--dev", "--port", str(port)),
-                f"http://127.0.0.1:{port}", log_dir / f"backend-{port}.log", full_env)
-    wait_until(svc, http_ok(f"http://127.0.0.1:{port}/health"), 60)
-    return svc
+    return services.start_backend(full_env, log_dir, "--dev")
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 300.0, interval: float = 1.0) -> Any:
+    """`check()`'s first truthy value, polled every `interval` s; an AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

