@@ -194,6 +194,19 @@ def _head(
     return head
 
 
+def _checked_head(
+    strategy: QueryStrategy, pool: PoolData, budget: float, costs: Sequence[float] | np.ndarray,
+    rng: np.random.Generator | int | None, max_rounds: int, purpose: str,
+) -> tuple[float, np.ndarray, np.random.Generator, np.ndarray]:
+    """(budget, costs, rng) checked, and the head batch (`_head`): where ranking and selection both begin."""
+    budget = _check_budget(budget)
+    c = _check_costs(costs, pool.n)
+    if pool.n == 0:
+        raise EmptyPoolError(f"the pool is empty: nothing to {purpose}")
+    gen = as_generator(rng)
+    return budget, c, gen, _head(strategy, pool, budget, c, gen, max_rounds)
+
+
 def _tail(strategy: QueryStrategy, pool: PoolData, head: np.ndarray, gen: np.random.Generator) -> np.ndarray:
     """Every item not in `head`: by the strategy's scores (descending, ties to the lower index) when it
     has them, else in a seeded random order."""
@@ -218,12 +231,7 @@ def budget_ranking(
     max_rounds: int = 6,
 ) -> np.ndarray:
     """The ranking `select_within_budget` walks: a permutation of the whole pool, the strategy's batch first."""
-    budget = _check_budget(budget)
-    c = _check_costs(costs, pool.n)
-    if pool.n == 0:
-        raise EmptyPoolError("the pool is empty: nothing to rank")
-    gen = as_generator(rng)
-    head = _head(strategy, pool, budget, c, gen, max_rounds)
+    budget, c, gen, head = _checked_head(strategy, pool, budget, costs, rng, max_rounds, "rank")
     return np.concatenate([head, _tail(strategy, pool, head, gen)]).astype(np.int64)
 
 
@@ -251,12 +259,7 @@ def select_within_budget(
     With unit costs and an integer budget b <= n this is exactly `strategy.select(pool, b, rng)`. A
     budget below every item's cost gives an empty batch; an empty pool raises `EmptyPoolError`.
     """
-    budget = _check_budget(budget)
-    c = _check_costs(costs, pool.n)
-    if pool.n == 0:
-        raise EmptyPoolError("the pool is empty: nothing to select")
-    gen = as_generator(rng)
-    head = _head(strategy, pool, budget, c, gen, max_rounds)
+    budget, c, gen, head = _checked_head(strategy, pool, budget, costs, rng, max_rounds, "select")
     kept = fill_budget(head, c, budget)
     left = budget - float(c[kept].sum())
     rest_mask = np.ones(pool.n, dtype=bool)
