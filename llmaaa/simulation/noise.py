@@ -54,6 +54,13 @@ SPURIOUS_SLOTS = 2
 MAX_SPURIOUS_TOKENS = 3
 
 
+def checked_noise(noise: float) -> float:
+    """The one noise knob, in [0, 1] (both noise models scale their documented rates at 1 by it)."""
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    return noise
+
+
 @dataclass(frozen=True)
 class NoiseRates:
     """Per-kind error probabilities; `from_noise` is the documented mapping from the one knob."""
@@ -65,8 +72,7 @@ class NoiseRates:
 
     @classmethod
     def from_noise(cls, noise: float) -> NoiseRates:
-        if not 0.0 <= noise <= 1.0:
-            raise ValueError(f"noise must be in [0, 1], got {noise}")
+        noise = checked_noise(noise)
         return cls(MISS_AT_1 * noise, TYPE_AT_1 * noise, BOUNDARY_AT_1 * noise, SPURIOUS_AT_1 * noise)
 
 
@@ -247,8 +253,7 @@ class SystematicRates:
 
     @classmethod
     def from_noise(cls, noise: float) -> SystematicRates:
-        if not 0.0 <= noise <= 1.0:
-            raise ValueError(f"noise must be in [0, 1], got {noise}")
+        noise = checked_noise(noise)
         return cls(SYS_MISS_AT_1 * noise, SYS_TYPE_AT_1 * noise, SYS_BOUNDARY_AT_1 * noise,
                    SYS_HALLUCINATE_AT_1 * noise)
 
