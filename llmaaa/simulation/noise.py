@@ -40,7 +40,7 @@ import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from training.spans import Span
 
@@ -86,6 +86,27 @@ def token_offsets(text: str) -> list[tuple[int, int]]:
     return offsets
 
 
+class SentenceTokens(NamedTuple):
+    """A sentence's tokens as both noise models read them."""
+
+    offsets: list[tuple[int, int]]
+    by_start: dict[int, int]  # char offset where a non-empty token starts -> its index
+    by_end: dict[int, int]  # char offset where a non-empty token ends -> its index
+    # Tokens covered by a gold entity: boundary moves and spurious spans stay off them.
+    in_entity: list[bool]
+
+
+def sentence_tokens(text: str, gold: Sequence[Span]) -> SentenceTokens:
+    offsets = token_offsets(text)
+    in_entity = [False] * len(offsets)
+    for s in gold:
+        for i, (a, b) in enumerate(offsets):
+            if a < s.end and b > s.start:
+                in_entity[i] = True
+    return SentenceTokens(offsets, {a: i for i, (a, b) in enumerate(offsets) if b > a},
+                          {b: i for i, (a, b) in enumerate(offsets) if b > a}, in_entity)
+
+
 def sentence_rng(seed: int, text: str) -> random.Random:
     """An RNG that depends only on (seed, text): stable across processes (unlike `hash()`)."""
     digest = hashlib.blake2b(f"{seed}\x00{text}".encode(), digest_size=8).digest()
@@ -115,17 +136,9 @@ class NoiseModel:
     def corrupt(self, text: str, gold: Sequence[Span], demo_surface_forms: Iterable[str] = ()) -> list[Span]:
         """The simulated answer for `text`: gold spans with errors, sorted, non-overlapping, in the text."""
         rng = sentence_rng(self.seed, text)
-        offsets = token_offsets(text)
-        tok_by_start = {a: i for i, (a, b) in enumerate(offsets) if b > a}
-        tok_by_end = {b: i for i, (a, b) in enumerate(offsets) if b > a}
         protected = set(demo_surface_forms) if self.demo_aware else set()
         gold_sorted = sorted(gold)
-        # Tokens covered by a gold entity: boundary moves and spurious spans stay off them.
-        in_entity = [False] * len(offsets)
-        for s in gold_sorted:
-            for i, (a, b) in enumerate(offsets):
-                if a < s.end and b > s.start:
-                    in_entity[i] = True
+        offsets, tok_by_start, tok_by_end, in_entity = sentence_tokens(text, gold_sorted)
 
         out: list[Span] = []
         taken: list[tuple[int, int]] = []  # token ranges [first, last] already answered by expansions
@@ -341,16 +354,9 @@ class SystematicNoiseModel:
 
     def corrupt(self, text: str, gold: Sequence[Span], demo_surface_forms: Iterable[str] = ()) -> list[Span]:
         """The simulated answer for `text`: gold spans with errors, sorted, non-overlapping, in the text."""
-        offsets = token_offsets(text)
-        tok_by_start = {a: i for i, (a, b) in enumerate(offsets) if b > a}
-        tok_by_end = {b: i for i, (a, b) in enumerate(offsets) if b > a}
         protected = set(demo_surface_forms) if self.demo_aware else set()
         gold_sorted = sorted(gold)
-        in_entity = [False] * len(offsets)
-        for s in gold_sorted:
-            for i, (a, b) in enumerate(offsets):
-                if a < s.end and b > s.start:
-                    in_entity[i] = True
+        offsets, tok_by_start, tok_by_end, in_entity = sentence_tokens(text, gold_sorted)
 
         out: list[Span] = []
         taken: set[int] = set()  # tokens claimed by extensions
