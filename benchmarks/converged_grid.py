@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks._common import DATA, REPO, RESULTS
+from benchmarks._common import DATA, REPO, RESULTS, claim_run
 
 if TYPE_CHECKING:
     from llmaaa.simulate import SimulationConfig
@@ -94,43 +93,7 @@ def stage_done(out: Path, stop_at: int | None) -> bool:
     return bool(rounds) and rounds[-1]["labels"] >= stop_at
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim(out: Path) -> bool:
-    """Claim a run for this process; False if finished or claimed by a live process. A claim whose owner
-    died (a killed grid) is taken over, and the run resumes from its `progress.json`."""
-    if (out / "results.json").exists():
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / ".claimed"
-    for _ in range(2):
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = int(marker.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _alive(owner):
-                return False
-            try:  # a rename succeeds for one of several processes taking over the same dead claim
-                os.replace(marker, out / f".stale-claim.{os.getpid()}")
-            except FileNotFoundError:
-                return False
-            (out / f".stale-claim.{os.getpid()}").unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
+claim = claim_run  # the shared claim (benchmarks._common): finished, live-claimed or taken over
 
 
 def record_code(out: Path) -> None:

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import statistics
 import time
 from collections import defaultdict
@@ -34,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks._common import DATA, REPO, RESULTS
+from benchmarks._common import DATA, REPO, RESULTS, claim_run
 
 if TYPE_CHECKING:
     from llmaaa.simulate import SimulationConfig
@@ -52,6 +51,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     # random sentences' worth of words, a 1,500-sentence pool, a 500-sentence test sample, <= 5 epochs.
     "cpu": {"seed_size": 100, "round_sentences": 200, "rounds": 2, "gold_size": 100, "pool_size": 1500,
             "test_size": 500, "max_epochs": 5, "patience": 2},
+    # As `cpu`, but plain training (no reweighting) for up to 10 epochs, patience 2, F1 early stopping: the
+    # strategies are compared on what they select, not on L2RW, which cost 2.5-7.4 F1 in the sentence grid
+    # (docs/simulation-results.md) and twice the CPU per step; 5 epochs left most rounds on their last epoch.
+    "cpu-plain": {"seed_size": 100, "round_sentences": 200, "rounds": 2, "gold_size": 100, "pool_size": 1500,
+                  "test_size": 500, "max_epochs": 10, "patience": 2, "recipe": "plain"},
     # Seconds per run with a tiny encoder, minutes with MiniLM: checks the harness, not the method.
     "smoke": {"seed_size": 10, "round_sentences": 10, "rounds": 1, "gold_size": 10, "pool_size": 60,
               "test_size": 30, "max_epochs": 1, "patience": 1},
@@ -102,30 +106,19 @@ def grid_config(dataset: str, teacher: str, kind: str, strategy: str, seed: int,
         round_size=round_words(data, p["pool_size"], seed, p["round_sentences"]), rounds=p["rounds"],
         gold_size=p["gold_size"], teacher_noise=teacher_noise(kind, dataset, teacher), pool_size=p["pool_size"],
         test_size=p["test_size"], seed=seed, max_epochs=None if recipe else p["max_epochs"],
-        patience=None if recipe else p["patience"], recipe=recipe, encoder=encoder,
+        patience=None if recipe else p["patience"], recipe=recipe or p.get("recipe"), encoder=encoder,
         round0_cache=round0_cache if round0_cache is not None else OUT_ROOT / profile / ".round0-cache",
-        budget_unit="words", **extra)
+        budget_unit="words", resume=True, **extra)  # a run cut short continues from its last round
 
 
-def claim(out: Path) -> bool:
-    """Claim a run for this process (one process per core can share the list); False if done or taken."""
-    if (out / "results.json").exists():
-        return False
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(out / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True
+claim = claim_run  # the shared claim (benchmarks._common): a dead process's claim is taken over
 
 
 def run_grid(datasets: Sequence[str], teachers: Sequence[str], kinds: Sequence[str], strategies: Sequence[str],
              seeds: Sequence[int], profile: str, out_root: Path = OUT_ROOT, **config: Any) -> list[Path]:
     """Runs in priority order (seed, dataset, noise kind, teacher, strategy); returns the folders it ran.
 
-    A killed run leaves `.claimed`: delete it to run it again."""
+    A killed run's claim is taken over by the next grid, which resumes it from its last finished round."""
     from llmaaa.simulate import run_simulation
 
     done = []

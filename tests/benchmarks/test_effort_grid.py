@@ -37,6 +37,32 @@ def test_grid_config_gives_every_strategy_the_same_word_budget(tmp_path: Path, b
     assert a.round0_cache == b.round0_cache  # shared round 0 (BALD trains its own, see llmaaa.simulate)
 
 
+
+def test_cpu_plain_profile_trains_plain_with_its_own_epochs_and_every_run_resumes(tmp_path: Path,
+                                                                                  bc5cdr_dir: Path) -> None:
+    from llmaaa.simulate import build_train_config
+
+    plain = grid.grid_config("bc5cdr", "chatgpt", "systematic", "lc", 1, "cpu-plain", tmp_path / "p")
+    assert plain.resume and plain.recipe == "plain" and (plain.max_epochs, plain.patience) == (10, 2)
+    train_cfg = build_train_config(plain)
+    assert train_cfg.reweight is False and train_cfg.max_epochs == 10 and train_cfg.patience == 2
+    legacy = grid.grid_config("bc5cdr", "chatgpt", "random", "lc", 1, "cpu", tmp_path / "c")
+    assert legacy.resume and legacy.recipe is None and build_train_config(legacy).reweight is True
+
+
+def test_a_dead_process_claim_is_taken_over_and_a_live_one_is_not(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    assert grid.claim(out) is True
+    assert grid.claim(out) is False  # held by this (live) process
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / ".claimed").write_text(dead.stdout.strip())
+    assert grid.claim(out) is True  # its owner has exited
+    (out / "results.json").write_text("{}")
+    assert grid.claim(out) is False  # finished
+
 def _run(dataset: str, strategy: str, seed: int, f1s: list[float], words: list[int], w: int) -> dict[str, Any]:
     rounds = [{"round": r, "labels": 10 + 5 * r, "f1": f, "words": x, "llm_tokens": 400 * (10 + 5 * r)}
               for r, (f, x) in enumerate(zip(f1s, words, strict=True))]
