@@ -17,7 +17,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from llmaaa.extract import EXPORT_INFO, ResolvedModel, load_tagger, resolve_model
+from llmaaa.extract import EXPORT_INFO, ResolvedModel, load_tagger, read_json_object, resolve_model
 
 # The snippet below is copied into every model card and executed by the tests (tests/llmaaa/
 # test_docs_export.py), so what the card tells users is what is checked.
@@ -182,9 +182,9 @@ def export_model(spec: str | Path, out: str | Path, data_dir: Path | None = None
     config.label2id = {lab: i for i, lab in enumerate(tagger.labels)}
     # The pipeline truncates at the tokenizer's model_max_length: make it the student's own limit.
     tagger.tokenizer.model_max_length = tagger.max_length
-    manifest = _json(resolved.version_dir / "manifest.json") if resolved.version_dir else {}
-    metrics = _json(resolved.version_dir / "metrics.json") if resolved.version_dir else {}
-    previous = _json(resolved.model_dir / EXPORT_INFO)  # re-exporting an export keeps its provenance
+    manifest = read_json_object(resolved.version_dir / "manifest.json") if resolved.version_dir else {}
+    metrics = read_json_object(resolved.version_dir / "metrics.json") if resolved.version_dir else {}
+    previous = read_json_object(resolved.model_dir / EXPORT_INFO)  # re-exporting an export keeps its provenance
     info = {
         "source_version": resolved.version,
         "source_dir": str(resolved.version_dir or resolved.model_dir),
@@ -214,11 +214,3 @@ def export_model(spec: str | Path, out: str | Path, data_dir: Path | None = None
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -46,7 +46,8 @@ class ResolvedModel:
     version_dir: Path | None = None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; {} when it is missing, unreadable or not an object (optional metadata)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -58,15 +59,15 @@ def _resolve_dir(path: Path) -> ResolvedModel:
     from training.store import MANIFEST, MODEL_DIR
 
     if (path / MANIFEST).is_file() and (path / MODEL_DIR).is_dir():  # a ModelStore version directory
-        return ResolvedModel(path / MODEL_DIR, str(_read_json(path / MANIFEST).get("version") or path.name), path)
+        return ResolvedModel(path / MODEL_DIR, str(read_json_object(path / MANIFEST).get("version") or path.name), path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is neither a model version directory (manifest.json + model/) nor a "
                                 "Hugging Face checkpoint (config.json)")
     parent_manifest = path.parent / MANIFEST
     if path.name == MODEL_DIR and parent_manifest.is_file():  # the model/ folder inside a version
-        version = str(_read_json(parent_manifest).get("version") or path.parent.name)
+        version = str(read_json_object(parent_manifest).get("version") or path.parent.name)
         return ResolvedModel(path, version, path.parent)
-    exported = _read_json(path / EXPORT_INFO)  # an exported checkpoint keeps its source version's name
+    exported = read_json_object(path / EXPORT_INFO)  # an exported checkpoint keeps its source version's name
     return ResolvedModel(path, str(exported.get("source_version") or path.name))
 
 
