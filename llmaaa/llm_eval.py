@@ -1,8 +1,9 @@
 """`llmaaa llm-eval`: the annotator's prompt measured on a labeled dataset, against any OpenAI-compatible LLM.
 
 It calls `OPENAI_BASE_URL` through the backend's own annotator (`backend.annotator`: prompt template,
-client with retries, reply cache, parsing and grounding), so what it measures is what the backend
-does. Demonstrations come from the dataset's train split: none, random, or k-NN with the backend's
+client with retries, reply cache, parsing and grounding), built by the backend's composition root
+(`backend.composition.Services`, see `llm_services`), so what it measures is what the backend does.
+Demonstrations come from the dataset's train split: none, random, or k-NN with the backend's
 MiniLM retrieval (`DemoIndex` over `SentenceEmbedder`).
 
 Two factors are set at this layer, since the annotator has no switch for them:

@@ -1,10 +1,11 @@
 """A REAL LLM as the teacher of the offline LLMaAA loop (`llmaaa simulate --teacher llm`).
 
 Unlike `SimulatedTeacher`, nothing here knows the gold labels of the sentences it labels: each one
-goes through the backend's annotator (prompt, client, parsing, grounding) to an OpenAI-compatible
-endpoint (e.g. `llmaaa local-llm`), with the k nearest gold examples (MiniLM, `DemoIndex`) as
-demonstrations, the same k-NN retrieval as the backend. Replies are cached on disk by prompt, so a
-re-run with the same endpoint, model and demonstrations makes no LLM call.
+goes through the backend's annotator (prompt, client, parsing, grounding; from the composition root,
+`llmaaa.llm_eval.llm_services`) to an OpenAI-compatible endpoint (e.g. `llmaaa local-llm`), with the k
+nearest gold examples (MiniLM, `DemoIndex`) as demonstrations, the same k-NN retrieval as the backend.
+Replies are cached on disk by prompt, so a re-run with the same endpoint, model and demonstrations makes
+no LLM call.
 
 A failed call is recorded in `failures` and raised as `LLMTeacherError` by `label` (None in
 `label_many`): the caller leaves that sentence unlabeled. It is never an empty label.
