@@ -1,8 +1,10 @@
 """Train the student from the pretrained encoder on (noisy) labels, with a gold meta/dev set.
 
-As in LLMaAA, the small gold set plays two roles: it is the meta set the reweighting aligns with and
+As in LLMaAA, the small gold set is the meta set the reweighting aligns with, and by default also
 the dev set that picks the best epoch (entity F1 by default, or the token-mean loss) and stops
-training early. Every call starts again from the pretrained weights.
+training early. A gold term trains on the meta set, so its run early-stops on verified sentences it
+does not train on: a `dev_examples` set the caller gives, else a seeded `dev_fraction` of the meta set
+held out. Every call starts again from the pretrained weights.
 
 The reweighting recipe (docs/training.md) is a set of `TrainConfig` options on top of Ren et al.'s
 L2RW: plain warm-up epochs, a mix w = (1 − α)·uniform + α·L2RW with α ramped up, the meta gradient
@@ -13,6 +15,7 @@ weights. `RECIPES` names presets of them; `TrainConfig.from_recipe` builds one.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -73,6 +76,10 @@ class TrainConfig:
     meta_every: int = 1  # recompute the meta gradient every k steps and reuse it in between
     zero_fallback: str = "skip"  # an all-zero L2RW batch: "skip" it, or train on it "uniform"ly
     gold_weight: float = 0.0  # > 0: add gold_weight × the verified sentences' loss to every step
+    # With a gold term and no dev set given, this share of the meta set (by seeded id hash) is held out for
+    # early stopping: on the sentences the gold term trains on, dev F1 reaches 0.99-1.0 within a few epochs
+    # and the run goes to the epoch cap (converged grid, bc5cdr-chatgpt-systematic-recipe-s1, 100 and 300 labels).
+    dev_fraction: float = 0.3
     weight_granularity: str = "sentence"  # "sentence" or "token" (each labelled token its own weight)
     # Execution: none of these changes what is computed, only where and how fast.
     device: str = "auto"  # "auto" (STUDENT_DEVICE, else CUDA when available), "cpu" or "cuda"
@@ -94,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"mix_alpha must be in [0, 1], not {self.mix_alpha}")
         if self.gold_weight < 0:
             raise ValueError(f"gold_weight must be ≥ 0, not {self.gold_weight}")
+        if not 0.0 < self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction must be in (0, 1), not {self.dev_fraction}")
         if self.reweight_method == "reference" and (
             self.weight_granularity != "sentence" or self.meta_full or self.meta_every != 1
         ):
@@ -239,15 +248,67 @@ def mix_alpha_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
     return config.mix_alpha * min(1.0, (since + 1) / ramp)
 
 
+def split_meta_dev(examples: Sequence[Example], dev_fraction: float,
+                   seed: int) -> tuple[list[Example], list[Example]]:
+    """(meta, dev): round(dev_fraction × n) of the n distinct ids of `examples` held out as dev.
+
+    Ids are ranked by a hash of (seed, id), so the split does not depend on the examples' order, the same
+    seed gives the same split, and a grown set keeps most ids on their side. Examples that share an id stay
+    together. Raises ValueError when either part would be empty.
+    """
+    ids = list(dict.fromkeys(ex.id for ex in examples))
+    n_dev = math.floor(dev_fraction * len(ids) + 0.5)  # half up (round() would send 0.5 to 0)
+    if not 0 < n_dev < len(ids):
+        raise ValueError(f"holding out {dev_fraction:g} of {len(ids)} verified sentence(s) for early stopping leaves "
+                         f"{'no dev' if n_dev == 0 else 'no meta'} sentence: give more verified sentences, another "
+                         "dev_fraction, or a dev set of its own")
+
+    def rank(ex_id: str) -> bytes:
+        return hashlib.blake2b(f"{seed}:{ex_id}".encode(), digest_size=8).digest()
+
+    dev_ids = set(sorted(ids, key=rank)[:n_dev])
+    return [ex for ex in examples if ex.id not in dev_ids], [ex for ex in examples if ex.id in dev_ids]
+
+
+def early_stopping_sets(train_examples: Sequence[Example], meta_examples: Sequence[Example],
+                        dev_examples: Sequence[Example] | None,
+                        config: TrainConfig) -> tuple[list[Example], list[Example]]:
+    """(meta, dev) of one run. Dev is `dev_examples` when given; else, when the gold term trains on the meta
+    set, its held-out `dev_fraction`; else the meta set itself (L2RW only aligns with it, as in LLMaAA).
+
+    A dev set that shares ids with the meta set under a gold term is refused; one that shares ids with the
+    training examples is the caller's choice, logged as a warning.
+    """
+    meta = list(meta_examples)
+    if dev_examples is None:
+        meta, dev = split_meta_dev(meta, config.dev_fraction, config.seed) if config.gold_weight > 0 else (meta, meta)
+    else:
+        dev = list(dev_examples)
+        if not dev:
+            raise ValueError("the dev set is empty: it picks the best epoch and stops training")
+        shared = {ex.id for ex in dev} & {ex.id for ex in meta}
+        if config.gold_weight > 0 and shared:
+            raise ValueError(f"{len(shared)} dev sentence(s) are also in the meta set, which the gold term trains "
+                             "on: early stopping on them selects by a training loss")
+    trained_on = {ex.id for ex in dev} & {ex.id for ex in train_examples}
+    if trained_on:
+        log.warning("%d of %d dev sentence(s) are also training examples: early stopping sees sentences "
+                    "the student trains on", len(trained_on), len(dev))
+    return meta, dev
+
+
 class _Trainer:
     """The state of one `train()` call; every method is one stage of the loop."""
 
     def __init__(self, tagger: StudentTagger, train_examples: Sequence[Example], meta_examples: Sequence[Example],
-                 config: TrainConfig, device: torch.device) -> None:
+                 config: TrainConfig, device: torch.device, dev_examples: Sequence[Example] | None = None) -> None:
         self.tagger, self.model, self.config, self.device = tagger, tagger.model, config, device
         self.train_examples, self.meta_examples = train_examples, meta_examples
         self.enc_train = tagger.encode_examples(train_examples)  # tokenised once for every epoch
         self.enc_meta = tagger.encode_examples(meta_examples)
+        # The early-stopping set: the meta set itself unless another is given.
+        self.dev_examples = meta_examples if dev_examples is None else dev_examples
+        self.enc_dev = self.enc_meta if dev_examples is None else tagger.encode_examples(dev_examples)
         self.train_lengths = [len(e) for e in self.enc_train]
         self.steps_per_epoch = math.ceil(len(self.enc_train) / config.batch_size)
         self.total_steps = min(self.steps_per_epoch * config.max_epochs, config.max_steps)
@@ -388,10 +449,10 @@ class _Trainer:
     # ------------------------------------------------------------------------------------- evaluate
     def evaluate(self) -> tuple[float, dict[str, Any]]:
         """Dev token-mean loss and entity scores of the current weights."""
-        loss, preds = dev_loss_and_predictions(self.tagger, self.meta_examples, self.enc_meta,
+        loss, preds = dev_loss_and_predictions(self.tagger, self.dev_examples, self.enc_dev,
                                                self.config.eval_batch_size)
-        scores = entity_scores([ex.spans for ex in self.meta_examples], preds,
-                               [ex.text for ex in self.meta_examples])
+        scores = entity_scores([ex.spans for ex in self.dev_examples], preds,
+                               [ex.text for ex in self.dev_examples])
         return loss, scores
 
 
@@ -464,25 +525,30 @@ def train(
     encoder: str | Path | None = None,
     progress: bool = True,
     progress_callback: ProgressCallback | None = None,
+    dev_examples: Sequence[Example] | None = None,
 ) -> TrainResult:
-    """Fine-tune a fresh student on `train_examples`; `meta_examples` (gold) are meta and dev set.
+    """Fine-tune a fresh student on `train_examples`, reweighted against `meta_examples` (gold).
 
-    `labels` are entity types (default: those in both sets); `encoder` a local checkpoint dir
-    (default: `LLMAAA_ENCODER` or the packaged MiniLM). `progress_callback` receives
-    {"epoch", "max_epochs", "step", "total_steps", "phase"} ("train" at the start of each epoch and
-    every `config.progress_every` steps, "evaluate" after each epoch's dev pass, "done" at the end).
+    Early stopping and model selection use `dev_examples` (gold) when given; without them the meta set,
+    except that a gold term (`gold_weight` > 0) trains on the meta set, so a seeded `config.dev_fraction`
+    of it is held out as dev instead (`early_stopping_sets`). `labels` are entity types (default: those in
+    the sets); `encoder` a local checkpoint dir (default: `LLMAAA_ENCODER` or the packaged MiniLM).
+    `progress_callback` receives {"epoch", "max_epochs", "step", "total_steps", "phase"} ("train" at the
+    start of each epoch and every `config.progress_every` steps, "evaluate" after each epoch's dev pass,
+    "done" at the end).
     """
     config = config or TrainConfig()
     if not train_examples:
         raise ValueError("no training examples")
     if not meta_examples:
-        raise ValueError("the gold meta/dev set is empty: it picks the best epoch and drives reweighting")
+        raise ValueError("the gold meta set is empty: it drives reweighting (and, without a dev set, early stopping)")
+    meta_examples, dev = early_stopping_sets(train_examples, meta_examples, dev_examples, config)
     started = time.perf_counter()
     device = resolve_device(config.device)  # before any work: a missing GPU fails fast
     seed_everything(config.seed)
-    types = list(labels) if labels is not None else label_set([*train_examples, *meta_examples])
+    types = list(labels) if labels is not None else label_set([*train_examples, *meta_examples, *dev])
     tagger = StudentTagger.from_pretrained(types, encoder, max_length=config.max_length, device=device)
-    run = _Trainer(tagger, train_examples, meta_examples, config, device)
+    run = _Trainer(tagger, train_examples, meta_examples, config, device, None if dev is meta_examples else dev)
     sel, epoch_times = _Selection(), []
     while run.epoch < config.max_epochs and run.step < run.total_steps:
         run.epoch += 1
@@ -521,6 +587,8 @@ def _result(run: _Trainer, sel: _Selection, epoch_times: list[float], elapsed: f
         "epoch_train_s": epoch_times,  # optimizer steps only, without the dev evaluation
         "n_train": len(run.train_examples),
         "n_meta": len(run.meta_examples),
+        "n_dev": len(run.dev_examples),
+        "dev_is_meta": run.dev_examples is run.meta_examples,  # early stopping on the meta set (no gold term)
         "labels": run.tagger.labels,
         "device": str(run.device),
         "config": asdict(run.config),
@@ -534,15 +602,20 @@ _CLI_FIELDS = {
     "encoder_lr": float, "head_lr": float, "batch_size": int, "meta_batch_size": int, "patience": int,
     "seed": int, "early_stop": str, "warmup_epochs": int, "mix_alpha": float, "mix_ramp_epochs": int,
     "meta_every": int, "zero_fallback": str, "gold_weight": float, "weight_granularity": str, "device": str,
+    "dev_fraction": float,
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `python -m training.trainer` (also reusable by a CLI subcommand)."""
     parser.add_argument("--train", required=True, type=Path, help="training .jsonl (tokens + IOB2 tags)")
-    parser.add_argument("--meta", required=True, type=Path, help="gold meta/dev .jsonl")
+    parser.add_argument("--meta", required=True, type=Path, help="gold meta .jsonl (also the dev set without --dev)")
+    parser.add_argument("--dev", type=Path, default=None,
+                        help="gold early-stopping .jsonl (default: the meta set, or its held-out --dev-fraction "
+                             "with a gold term)")
     parser.add_argument("--train-limit", type=int, default=None, help="random sample of this many")
     parser.add_argument("--meta-limit", type=int, default=None, help="random sample of this many")
+    parser.add_argument("--dev-limit", type=int, default=None, help="random sample of this many")
     parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--encoder", default=None, help="local HF checkpoint dir (default: MiniLM)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="l2rw",
@@ -572,7 +645,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = config_from_args(args)  # bad options fail before any data is read
     train_set = sample(load_split(args.train), args.train_limit, args.sample_seed)
     meta_set = sample(load_split(args.meta), args.meta_limit, args.sample_seed)
-    result = train(train_set, meta_set, config, encoder=args.encoder, progress=args.progress)
+    dev_set = None if args.dev is None else sample(load_split(args.dev), args.dev_limit, args.sample_seed)
+    result = train(train_set, meta_set, config, encoder=args.encoder, progress=args.progress, dev_examples=dev_set)
     summary = {k: v for k, v in result.metrics.items() if k not in ("dev_per_type", "config", "labels")}
     if args.store is not None:
         from training.store import ModelStore

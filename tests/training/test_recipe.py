@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from training_testdata import synthetic_set
+from training_testdata import synthetic_set, unseen_word_set
 
 from training import reweight as rw
 from training import trainer as tr
@@ -218,6 +218,83 @@ def test_early_stop_f1_returns_the_f1_best_epoch(tiny_encoder: Path) -> None:
     _, preds = tr.dev_loss_and_predictions(result.model, meta_set, result.model.encode_examples(meta_set), 32)
     scores = tr.entity_scores([ex.spans for ex in meta_set], preds, [ex.text for ex in meta_set])
     assert scores["f1"] == pytest.approx(max(curve))  # the returned weights are that epoch's
+
+
+# ------------------------------------------------------- early stopping when the gold term trains on meta
+def test_split_meta_dev_is_stable_seeded_and_refuses_an_empty_part() -> None:
+    verified = unseen_word_set(20, seed=1, prefix="v")
+    meta, dev = tr.split_meta_dev(verified, 0.3, seed=7)
+    dev_ids = {ex.id for ex in dev}
+    assert len(dev) == 6 and len(meta) == 14 and dev_ids.isdisjoint(ex.id for ex in meta)
+    assert {ex.id for ex in tr.split_meta_dev(verified[::-1], 0.3, seed=7)[1]} == dev_ids  # order does not matter
+    assert {ex.id for ex in tr.split_meta_dev(verified, 0.3, seed=8)[1]} != dev_ids  # the seed does
+    grown = tr.split_meta_dev(verified + unseen_word_set(5, seed=2, prefix="w"), 0.3, seed=7)[1]
+    assert len(dev_ids & {ex.id for ex in grown}) >= 4  # a grown set keeps most of its split
+    repeated = [*verified[:4], verified[0]]  # one id twice: both copies on the same side
+    sides = [{ex.id for ex in part} for part in tr.split_meta_dev(repeated, 0.5, seed=0)]
+    assert len(sides[0]) == len(sides[1]) == 2 and sides[0].isdisjoint(sides[1])
+    with pytest.raises(ValueError, match="no dev"):
+        tr.split_meta_dev(verified[:1], 0.3, seed=0)
+    with pytest.raises(ValueError, match="no meta"):
+        tr.split_meta_dev(verified[:2], 0.9, seed=0)
+    with pytest.raises(ValueError):
+        TrainConfig(dev_fraction=0.0)
+
+
+def test_early_stopping_sets_by_case(caplog: pytest.LogCaptureFixture) -> None:
+    train_set, verified = synthetic_set(8, seed=1, prefix="t"), unseen_word_set(10, seed=2, prefix="v")
+    plain, gold = TrainConfig(), TrainConfig(gold_weight=0.5, seed=3)
+    meta, dev = tr.early_stopping_sets(train_set, verified, None, plain)
+    assert meta == dev == verified  # no gold term: the meta set is the dev set, as in LLMaAA
+    meta, dev = tr.early_stopping_sets(train_set, verified, None, gold)
+    assert (meta, dev) == tr.split_meta_dev(verified, gold.dev_fraction, gold.seed)
+    given = unseen_word_set(3, seed=4, prefix="d")
+    assert tr.early_stopping_sets(train_set, verified, given, gold) == (verified, given)
+    with pytest.raises(ValueError, match="gold term trains"):
+        tr.early_stopping_sets(train_set, verified, verified[:2], gold)
+    assert tr.early_stopping_sets(train_set, verified, verified[:2], plain)[1] == verified[:2]
+    with pytest.raises(ValueError, match="empty"):
+        tr.early_stopping_sets(train_set, verified, [], plain)
+    with caplog.at_level("WARNING"):
+        tr.early_stopping_sets(train_set, verified, train_set[:2], plain)
+    assert "2 of 2 dev sentence(s) are also training examples" in caplog.text
+
+
+def test_gold_term_early_stops_on_verified_sentences_it_does_not_train_on(
+        tiny_encoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train_set, verified = synthetic_set(16, seed=5, prefix="t"), unseen_word_set(10, seed=6, prefix="v")
+    trained_on: set[tuple[int, ...]] = set()  # every sentence a meta (gold-term) gradient was taken on
+    judged_on: set[tuple[int, ...]] = set()  # every sentence early stopping scored
+    real_meta_gradient, real_dev_pass = rw.meta_gradient, tr.dev_loss_and_predictions
+
+    def recording_meta_gradient(model, batches):  # type: ignore[no-untyped-def]
+        for b in batches:
+            rows = zip(b["input_ids"], b["attention_mask"], strict=True)
+            trained_on.update(tuple(ids[mask.bool()].tolist()) for ids, mask in rows)
+        return real_meta_gradient(model, batches)
+
+    def recording_dev_pass(tagger, examples, encoded, batch_size):  # type: ignore[no-untyped-def]
+        judged_on.update(tuple(enc.input_ids) for enc in encoded)
+        return real_dev_pass(tagger, examples, encoded, batch_size)
+
+    monkeypatch.setattr(rw, "meta_gradient", recording_meta_gradient)
+    monkeypatch.setattr(tr, "dev_loss_and_predictions", recording_dev_pass)
+    config = TrainConfig.from_recipe("recipe", **FAST, max_epochs=3, seed=1)  # warm-up and reweighted steps
+    result = train(train_set, verified, config, encoder=tiny_encoder, progress=False)
+    assert len(trained_on) == 7 and len(judged_on) == 3  # 30 % of the 10 verified sentences held out
+    assert trained_on.isdisjoint(judged_on)  # the old trainer early-stopped on the 10 it trained on
+    assert result.metrics["n_meta"] == 7 and result.metrics["n_dev"] == 3 and not result.metrics["dev_is_meta"]
+
+
+def test_gold_term_run_stops_before_the_cap_on_held_out_sentences(tiny_encoder: Path) -> None:
+    """Verified sentences whose entity type can only be learnt by heart: on the ones the gold term trains on
+    the dev loss falls every epoch, so the old trainer, which early-stopped on them, ran to the cap of 12
+    (seeds 1-4); on held-out ones the loss turns up once the student is sure of its guesses (stops at 10-11)."""
+    train_set, verified = synthetic_set(24, seed=5, prefix="t"), unseen_word_set(16, seed=6, prefix="v")
+    config = TrainConfig.from_recipe("recipe", **FAST, max_epochs=12, patience=2, seed=1, early_stop="loss")
+    m = train(train_set, verified, config, encoder=tiny_encoder, progress=False).metrics
+    assert m["stopped_early"] and m["epochs_run"] < 12
+    assert min(m["dev_loss_curve"]) < m["dev_loss_curve"][-1]
 
 
 # ------------------------------------------------------------------------------ presets, batches

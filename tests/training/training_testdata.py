@@ -36,3 +36,18 @@ def synthetic_set(n: int, seed: int, prefix: str, flip_every: int = 0) -> list[E
         flip = flip_every > 0 and i % flip_every == 0
         out.append(synthetic_example(rng, f"{prefix}-{i}" + ("-flip" if flip else ""), flip))
     return out
+
+
+def unseen_word_set(n: int, seed: int, prefix: str) -> list[Example]:
+    """`n` two-word sentences, a filler word then a made-up word of the sentence's own as its one entity,
+    of a random type: no two sentences share a text, no entity word occurs in `synthetic_set`, and the type
+    can be learnt only by heart (a model that has not seen the sentence can at best guess it)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        word = "".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3)) + str(i)
+        tokens = [rng.choice(FILLER), word]
+        tags = ["O", "B-" + rng.choice(["Chemical", "Disease"])]
+        text, spans = bio_to_spans(tokens, tags)
+        out.append(Example(f"{prefix}-{i}", text, spans, tokens))
+    return out
