@@ -2,8 +2,9 @@
 
 The simulated teacher (`llmaaa.simulation`, the same noise model as `llmaaa fake-llm`) plays the LLM,
 in-process. Its answers go through the same grounding as real LLM replies. Roles, as in the paper:
-- `--gold-size` sentences from dev (each with at least one entity) are the human-verified set: the meta set
-  for reweighting, the early-stopping set, and the k-NN demonstration pool;
+- `--gold-size` sentences from dev (each with at least one entity) are the human-verified set and the k-NN
+  demonstration pool; a seeded `dev_fraction` of it (TrainConfig, 0.3) is the early-stopping set of every
+  recipe, the rest the meta set for reweighting and the gold term;
 - the train split is the unlabeled pool; a random seed set is LLM-labeled first;
 - each round retrains the student from the pretrained weights, evaluates it on test, acquires the next
   batch with the chosen strategy, and has the teacher label it.
@@ -637,16 +638,18 @@ class AcquisitionLoop:
 
     def _train(self, r: int) -> Any:
         """Train round r's student on the labels so far, record its round, return the model."""
-        from training.trainer import train  # looked up at call time: tests stand a fake trainer in
+        from training.trainer import split_meta_dev, train  # looked up at call time: tests stand a fake trainer in
 
         cpu_started = time.process_time()  # CPU time: what a round costs on a shared machine
-        result = train(self.labels.train_set(), self.data.gold, self.train_cfg, labels=self.data.labels,
-                       encoder=self.cfg.encoder)
+        # Every recipe early-stops on the same held-out share of the verified set (docs/training.md).
+        meta, dev = split_meta_dev(self.data.gold, self.train_cfg.dev_fraction, self.train_cfg.seed)
+        result = train(self.labels.train_set(), meta, self.train_cfg, labels=self.data.labels,
+                       encoder=self.cfg.encoder, dev_examples=dev)
         self.final = evaluate(result.model, self.data.test)
         order = self.labels.order
         self.rounds.append({"round": r, "labels": len(order), **self.final, **effort(self.labels.texts(order)),
                             "teacher_f1": float(self.labels.scores()["f1"]),
-                            "best_epoch": result.metrics.get("best_epoch"), "epochs": result.metrics.get("epochs"),
+                            "best_epoch": result.metrics.get("best_epoch"), "epochs": result.metrics.get("epochs_run"),
                             "train_seconds": result.metrics.get("train_time_s"),
                             "cpu_seconds": round(time.process_time() - cpu_started, 1)})
         if result.sentence_weights:
@@ -662,10 +665,11 @@ class AcquisitionLoop:
 def train_gold_only(cfg: SimulationConfig, data: SimulationData, train_cfg: Any
                     ) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, Any]]:
     """The baseline: the student on the gold set alone (no LLM labels, no acquisition, no reweighting)."""
-    from training.trainer import train
+    from training.trainer import split_meta_dev, train
 
-    result = train(data.gold, data.gold, dataclasses.replace(train_cfg, reweight=False), labels=data.labels,
-                   encoder=cfg.encoder)
+    meta, dev = split_meta_dev(data.gold, train_cfg.dev_fraction, train_cfg.seed)  # early stopping on held-out gold
+    result = train(meta, meta, dataclasses.replace(train_cfg, reweight=False), labels=data.labels,
+                   encoder=cfg.encoder, dev_examples=dev)
     final = evaluate(result.model, data.test)
     rounds = [{"round": 0, "labels": 0, "gold": len(data.gold), **final, "train": result.metrics}]
     return rounds, final, {"f1": None, "precision": None, "recall": None, "labels": 0}

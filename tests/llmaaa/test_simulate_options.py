@@ -159,6 +159,39 @@ def test_an_interrupted_run_resumes_from_its_last_round(trained: dict[str, Any],
     assert [len(s) for s in trained["sets"]] == [10, 16, 30, 40]
 
 
+def test_every_recipe_early_stops_on_the_same_held_out_verified_sentences(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bc5cdr_dir: Path
+) -> None:
+    calls: list[tuple[str, set[str], set[str]]] = []  # (recipe's gold weight, meta ids, dev ids) per round
+
+    def fake_train(train_set: list[Example], meta: list[Example], config: Any,
+                   dev_examples: list[Example] | None = None, **_: Any) -> TrainResult:
+        assert dev_examples is not None
+        calls.append((str(config.gold_weight), {ex.id for ex in meta}, {ex.id for ex in dev_examples}))
+        return TrainResult(TextDeterminedStudent(), {"best_epoch": 1, "train_time_s": 0.0})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training.trainer, "train", fake_train)
+    for recipe in ("plain", "l2rw", "recipe"):
+        run_simulation(config(tmp_path / recipe, bc5cdr_dir, budgets=[10, 16], recipe=recipe, gold_size=10))
+    assert len(calls) == 6 and {gold for gold, _, _ in calls} == {"0.0", "0.5"}
+    metas, devs = {frozenset(m) for _, m, _ in calls}, {frozenset(d) for _, _, d in calls}
+    assert len(devs) == len(metas) == 1  # one split for every recipe and round
+    (meta,), (dev,) = metas, devs
+    assert len(dev) == 3 and len(meta) == 7 and meta.isdisjoint(dev)
+
+
+def test_a_progress_file_of_another_early_stopping_split_is_not_resumed(
+    trained: dict[str, Any], tmp_path: Path, bc5cdr_dir: Path
+) -> None:
+    other_split = config(tmp_path, bc5cdr_dir, budgets=[10, 16, 30], resume=True, stop_at=16,
+                         train_options={"dev_fraction": 0.2})
+    run_simulation(other_split)
+    assert (tmp_path / "progress.json").exists() and [len(s) for s in trained["sets"]] == [10, 16]
+    trained["sets"].clear()
+    run_simulation(dataclasses.replace(other_split, train_options={}, stop_at=None))
+    assert [len(s) for s in trained["sets"]] == [10, 16, 30]  # started afresh: the split is part of the key
+
+
 def test_llm_teacher_is_loaded_lazily_and_failed_calls_are_not_annotated(
     trained: dict[str, Any], tmp_path: Path, bc5cdr_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
