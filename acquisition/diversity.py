@@ -20,7 +20,9 @@ __all__ = [
     "greedy_k_center",
     "min_sq_distances",
     "squared_norms",
+    "sq_distances_to",
     "start_traversal",
+    "take",
 ]
 
 # Bound on the entries of one temporary distance block (~64 MB in float64).
@@ -30,6 +32,20 @@ _BLOCK_ENTRIES = 8_000_000
 def squared_norms(x: np.ndarray) -> np.ndarray:
     """Row-wise squared L2 norms, (n,)."""
     return np.einsum("ij,ij->i", x, x)
+
+
+def sq_distances_to(x: np.ndarray, sq: np.ndarray, i: int) -> np.ndarray:
+    """Squared Euclidean distance of every row of x to row i (`sq`: the rows' squared norms), (n,).
+
+    One matrix-vector product; rounding can make it slightly negative."""
+    return sq - 2.0 * (x @ x[i]) + sq[i]
+
+
+def take(x: np.ndarray, sq: np.ndarray, taken: np.ndarray, min_d: np.ndarray, c: int) -> None:
+    """Choose point c in a traversal: mark it taken and lower `min_d` (each point's squared distance to the
+    chosen set) in place."""
+    taken[c] = True
+    np.minimum(min_d, sq_distances_to(x, sq, c), out=min_d)
 
 
 def min_sq_distances(x: np.ndarray, y: np.ndarray, block_entries: int = _BLOCK_ENTRIES) -> np.ndarray:
@@ -76,7 +92,7 @@ def start_traversal(
         first = int(np.argmin(sq - 2.0 * (x @ x.mean(axis=0))))
     chosen[0] = first
     taken[first] = True
-    return sq, chosen, taken, np.maximum(sq - 2.0 * (x @ x[first]) + sq[first], 0.0), 1
+    return sq, chosen, taken, np.maximum(sq_distances_to(x, sq, first), 0.0), 1
 
 
 def greedy_k_center(
@@ -100,8 +116,7 @@ def greedy_k_center(
         masked = np.where(taken, -1.0, min_d)
         c = int(np.argmax(masked))
         chosen[step] = c
-        taken[c] = True
-        np.minimum(min_d, sq - 2.0 * (x @ x[c]) + sq[c], out=min_d)
+        take(x, sq, taken, min_d, c)
     return chosen
 
 

@@ -40,7 +40,14 @@ import numpy as np
 
 from acquisition.bald import BALD
 from acquisition.base import PoolData, QueryStrategy, top_k_desc
-from acquisition.diversity import greedy_k_center, min_sq_distances, squared_norms, start_traversal
+from acquisition.diversity import (
+    greedy_k_center,
+    min_sq_distances,
+    sq_distances_to,
+    squared_norms,
+    start_traversal,
+    take,
+)
 from acquisition.uncertainty import UNCERTAINTY_STRATEGIES, Aggregation, aggregate
 
 __all__ = ["DensityHybrid", "HybridSampling", "WeightedHybrid", "entity_density", "kmeans_pp_seeding"]
@@ -125,8 +132,7 @@ def kmeans_pp_seeding(
         else:
             c = int(np.argmin(taken))
         chosen[step] = c
-        taken[c] = True
-        np.minimum(d, sq - 2.0 * (x @ x[c]) + sq[c], out=d)
+        take(x, sq, taken, d, c)
     return chosen
 
 
@@ -200,7 +206,7 @@ class WeightedHybrid(_UncertainAndSpread):
             c = int(np.argmax(np.where(taken, -np.inf, s)))
             chosen[step] = c
             taken[c] = True
-            new = sq - 2.0 * (x @ x[c]) + sq[c]
+            new = sq_distances_to(x, sq, c)
             dsq = new if dsq is None else np.minimum(dsq, new)
         return chosen
 
@@ -262,6 +268,5 @@ class DensityHybrid(_UncertainAndSpread):
             else:
                 c = int(np.argmin(taken))  # nothing left with weight and distance: the best unused candidate
             chosen[step] = c
-            taken[c] = True
-            np.minimum(d, sq - 2.0 * (x @ x[c]) + sq[c], out=d)
+            take(x, sq, taken, d, c)
         return cand[chosen]
