@@ -3,7 +3,10 @@
 Which tasks are human-verified, and which verified tasks each role may use:
 - *evaluation*: a stable, id-based share of the verified tasks, held out from everything else (training,
   the meta set, early stopping and the LLM's demonstrations), so the LLM-vs-student comparison is fair;
-- *meta*: the rest, which the reweighting aligns with, early stopping watches, and demonstrations come from.
+- *meta*: the rest, which the reweighting aligns with, early stopping watches, and demonstrations come from;
+- *dev*: when the student trains on verified tasks (the recipe's gold term, or RETRAIN_INCLUDE_VERIFIED), a
+  seeded share of the rest taken out of *meta* for early stopping, so the student is stopped on verified
+  tasks it did not train on (backend.retrain.meta_and_evaluation). Dev tasks are still demonstrations.
 
 An empty annotation on a task the LLM never annotated successfully is *flagged*, not verified: the
 annotator may have submitted a task that was served blank because the LLM call failed, and counting it
@@ -52,6 +55,12 @@ class ProjectSnapshot:
 class VerifiedSplit:
     meta: list[Example]
     evaluation: list[Example]
+    dev: list[Example] = field(default_factory=list)  # empty: early stopping watches the meta set
+
+    @property
+    def demonstrations(self) -> list[Example]:
+        """Every verified task outside the evaluation split: the LLM's demonstration pool."""
+        return [*self.meta, *self.dev]
 
 
 def read_project(ls: Any, project_id: int, schema_of: Any, llm_labels: Mapping[int, tuple[str, list[Span]]]

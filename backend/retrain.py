@@ -3,7 +3,8 @@
 `retrain_project` reads as its stages; each is a function that needs no Label Studio of its own:
 1. `read_project`: the tasks, once (verified, flagged, unlabeled; see backend.project_snapshot).
 2. `training_set`: LLM-labelled tasks no human has annotated (plus the meta split when configured).
-3. `train_student`: the student, re-weighted against the meta split (training.trainer).
+3. `train_student`: the student, re-weighted against the meta split (training.trainer), early-stopped on the
+   dev split when it trains on verified tasks (gold term or RETRAIN_INCLUDE_VERIFIED), else on the meta split.
 4. `compare_on_held_out`: student vs LLM on verified tasks neither trained, early-stopped nor took
    demonstrations on; too few → "not enough verified tasks to compare", and the serving source stays.
 5. `publish_student`: an atomic save, then the project state points at it (a failed job publishes nothing).
@@ -123,19 +124,24 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None, 
     if len(snapshot.verified) < settings.retrain_min_verified:
         return {"status": "skipped", "flagged_for_review": flagged,
                 "reason": f"{len(snapshot.verified)} verified tasks, need {settings.retrain_min_verified}"}
-    split = meta_and_evaluation(snapshot.verified, settings.retrain_holdout_fraction)
+    config = train_config(settings)
+    try:
+        split = meta_and_evaluation(snapshot.verified, settings.retrain_holdout_fraction,
+                                    early_stopping_fraction(config, settings.retrain_include_verified), config.seed)
+    except ValueError as exc:  # too few verified tasks to hold some out for early stopping
+        return {"status": "skipped", "flagged_for_review": flagged, "reason": str(exc)}
     train_set = training_set(snapshot, labels, split, settings.retrain_include_verified)
     if not train_set:
         return {"status": "skipped", "reason": "no LLM-labeled tasks to train on yet"}
     timer.stage(f"training on {len(train_set)} LLM-labeled tasks", 0.1)
-    result = train_student(train_set, split.meta, snapshot.schema, settings, timer.progress)
+    result = train_student(train_set, split.meta, snapshot.schema, settings, timer.progress, dev=split.dev or None)
     timer.stage("evaluating", 0.75)
     labels = ask_llm_about(services, snapshot, split, labels)
     comparison = compare_on_held_out(result.model, split.evaluation, labels, settings.compare_min_tasks)
     timer.stage("saving model", 0.8)
     student = publish_student(services, project_id, result, comparison,
                               {"train_tasks": len(train_set), "verified_tasks": len(snapshot.verified),
-                               "meta_tasks": len(split.meta)})
+                               "meta_tasks": len(split.meta), "dev_tasks": len(split.dev)})
     timer.stage("marking suspect LLM labels", 0.85)
     marked = mark_suspects(ls, snapshot, result.sentence_weights) if settings.retrain_mark_suspects else 0
     acquisition = None
@@ -149,12 +155,27 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None, 
             "seconds": round(time.time() - started, 1)}
 
 
-def meta_and_evaluation(verified: list[Example], holdout_fraction: float) -> VerifiedSplit:
-    """The held-out split, unless it would leave the meta set too small to train against."""
+def meta_and_evaluation(verified: list[Example], holdout_fraction: float, dev_fraction: float | None = None,
+                        seed: int = 0) -> VerifiedSplit:
+    """The evaluation split (held out of training, early stopping and demonstrations), unless it would leave
+    the meta set too small to train against; then, with `dev_fraction`, a seeded share of the rest moved to
+    `dev` for early stopping (training.trainer.split_meta_dev; ValueError when too few are left for both)."""
+    from training.trainer import split_meta_dev
+
     split = split_verified(verified, holdout_fraction)
     if len(split.meta) < 2:
-        return VerifiedSplit(meta=list(verified), evaluation=[])
-    return split
+        split = VerifiedSplit(meta=list(verified), evaluation=[])
+    if dev_fraction is None:
+        return split
+    meta, dev = split_meta_dev(split.meta, dev_fraction, seed)
+    return VerifiedSplit(meta=meta, evaluation=split.evaluation, dev=dev)
+
+
+def early_stopping_fraction(config: Any, include_verified: bool) -> float | None:
+    """The share of the meta split to early-stop on instead, when the student trains on verified tasks
+    (the gold term, or RETRAIN_INCLUDE_VERIFIED): early stopping on trained-on sentences selects nothing
+    (docs/training.md). None: the meta split itself is the early-stopping set."""
+    return config.dev_fraction if config.gold_weight > 0 or include_verified else None
 
 
 def training_set(snapshot: ProjectSnapshot, labels: LLMLabels, split: VerifiedSplit,
@@ -166,12 +187,21 @@ def training_set(snapshot: ProjectSnapshot, labels: LLMLabels, split: VerifiedSp
     return train + (list(split.meta) if include_meta else [])
 
 
-def train_student(train_set: list[Example], meta: list[Example], schema: LabelSchema, settings: Settings,
-                  progress: Progress) -> Any:
-    from training.trainer import TrainConfig, train
+def train_config(settings: Settings) -> Any:
+    """The retrain job's TrainConfig: the recipe with the job's epoch budget and device."""
+    from training.trainer import TrainConfig
 
-    config = TrainConfig.from_recipe(settings.retrain_recipe, max_epochs=settings.retrain_max_epochs,
-                                     patience=settings.retrain_patience, device=settings.student_device)
+    return TrainConfig.from_recipe(settings.retrain_recipe, max_epochs=settings.retrain_max_epochs,
+                                   patience=settings.retrain_patience, device=settings.student_device)
+
+
+def train_student(train_set: list[Example], meta: list[Example], schema: LabelSchema, settings: Settings,
+                  progress: Progress, dev: list[Example] | None = None) -> Any:
+    """The student on `train_set`, reweighted against `meta`, early-stopped on `dev` (None: the trainer's
+    rule, the meta set or its held-out share)."""
+    from training.trainer import train
+
+    config = train_config(settings)
 
     def on_step(info: Mapping[str, Any]) -> None:
         epochs, steps = max(1, int(info.get("max_epochs") or 1)), max(1, int(info.get("total_steps") or 1))
@@ -180,18 +210,19 @@ def train_student(train_set: list[Example], meta: list[Example], schema: LabelSc
                  total_steps=steps)
 
     return train(train_set, meta, config, labels=schema.values, encoder=settings.student_encoder, progress=False,
-                 progress_callback=on_step)
+                 progress_callback=on_step, dev_examples=dev)
 
 
 def ask_llm_about(services: Services, snapshot: ProjectSnapshot, split: VerifiedSplit, labels: LLMLabels
                   ) -> LLMLabels:
     """LLM labels for evaluation tasks that have none (a human labelled them first), with demonstrations
-    from the meta split only, so the LLM is compared on tasks it has not seen either. Cached and recorded:
+    from outside the evaluation split only, so the LLM is compared on tasks it has not seen either. Cached and recorded:
     each task is asked once. Returns the labels with the new ones."""
     missing = [ex for ex in split.evaluation if int(ex.id) not in labels or labels[int(ex.id)][0] != ex.text]
     if not missing:
         return labels
-    annotator = services.project_annotator(snapshot.project_id, snapshot.schema, services.demo_index(split.meta))
+    annotator = services.project_annotator(snapshot.project_id, snapshot.schema,
+                                           services.demo_index(split.demonstrations))
     tasks = [{"id": int(ex.id), "data": {snapshot.schema.value_key: ex.text}} for ex in missing]
     annotator.annotate_tasks(tasks, concurrency=services.settings.llm_concurrency)
     return services.llm_labels(snapshot.project_id).all()

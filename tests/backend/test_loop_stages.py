@@ -16,9 +16,15 @@ from hypothesis import strategies as st
 
 from backend.acquire import acquire_round
 from backend.labelstudio import LabelStudioError
-from backend.project_snapshot import FLAG_EMPTY_UNANNOTATED, held_out, read_project
+from backend.project_snapshot import FLAG_EMPTY_UNANNOTATED, ProjectSnapshot, held_out, read_project
 from backend.queue_publisher import QueueItem, publish_queue, queue_scores
-from backend.retrain import compare_on_held_out, mark_suspects, meta_and_evaluation, training_set
+from backend.retrain import (
+    compare_on_held_out,
+    early_stopping_fraction,
+    mark_suspects,
+    meta_and_evaluation,
+    training_set,
+)
 from backend.suspects import relative_weights, suspect_scores
 from tests.backend.fake_label_studio import FakeLabelStudio
 from tests.backend.loop_fakes import LABEL_CONFIG, FakeServices, KnownAnswersLLM
@@ -132,6 +138,56 @@ def test_held_out_split_is_stable_and_comparison_needs_enough_tasks() -> None:
     assert few["comparable"] is False and "n=5 < 20" in few["reason"]
     enough = compare_on_held_out(Echo(), [Example(str(i), TEXTS[i], []) for i in range(1, 25)], labels, 20)
     assert enough["comparable"] and enough["n"] == 24 and enough["llm_unchanged_share"] == 1.0
+
+
+def test_a_student_trained_on_verified_tasks_early_stops_on_others_and_evaluation_stays_untouched() -> None:
+    from training.trainer import TrainConfig
+
+    verified = [Example(str(i), TEXTS[i], []) for i in range(1, 31)]
+    without_dev = meta_and_evaluation(verified, 0.2)
+    split = meta_and_evaluation(verified, 0.2, dev_fraction=0.3, seed=42)
+    ids = [{ex.id for ex in part} for part in (split.meta, split.dev, split.evaluation)]
+    assert split.evaluation == without_dev.evaluation and split.evaluation  # the same held-out tasks
+    assert all(ids[i].isdisjoint(ids[j]) for i, j in ((0, 1), (0, 2), (1, 2)))
+    assert ids[0] | ids[1] == {ex.id for ex in without_dev.meta} and len(ids[1]) == round(0.3 * len(without_dev.meta))
+    assert {ex.id for ex in split.demonstrations} == ids[0] | ids[1]  # dev tasks still demonstrate; evaluation not
+    # With the meta split in the training set, the dev tasks stay out of it.
+    snapshot = ProjectSnapshot(1, None, [], verified=verified)  # type: ignore[arg-type]
+    assert {ex.id for ex in training_set(snapshot, {}, split, include_meta=True)} == ids[0]
+    # Who needs a dev split: the gold term or training on verified tasks; plain L2RW early-stops on meta.
+    assert early_stopping_fraction(TrainConfig.from_recipe("recipe"), include_verified=False) == 0.3
+    assert early_stopping_fraction(TrainConfig.from_recipe("plain"), include_verified=True) == 0.3
+    assert early_stopping_fraction(TrainConfig.from_recipe("l2rw"), include_verified=False) is None
+    with pytest.raises(ValueError, match="no dev"):
+        meta_and_evaluation(verified[:1], 0.2, dev_fraction=0.3)
+
+
+def test_the_retrain_job_trains_on_neither_its_dev_nor_its_evaluation_tasks(
+        ls: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.retrain as retrain
+
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), retrain_include_verified=True)  # default recipe
+    for tid in range(1, 21):
+        ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "aspirin", "Chemical")]}]
+    for tid in range(21, 31):
+        services.llm_labels(1).put(tid, TEXTS[tid], [], "llm")
+    seen: dict[str, set[str]] = {}
+
+    class Trained(Exception):
+        pass
+
+    def fake_train_student(train_set: list[Example], meta: list[Example], schema: Any, settings: Any,
+                           progress: Any, dev: list[Example] | None = None) -> Any:
+        seen.update(train={ex.id for ex in train_set}, meta={ex.id for ex in meta}, dev={ex.id for ex in dev or []})
+        raise Trained
+
+    monkeypatch.setattr(retrain, "train_student", fake_train_student)
+    with pytest.raises(Trained):
+        retrain.retrain_project(ls, 1, services=services)
+    evaluation = {str(t) for t in range(1, 21) if held_out(t, services.settings.retrain_holdout_fraction)}
+    assert seen["dev"] and evaluation and seen["meta"] <= seen["train"]  # the meta split is trained on here
+    assert seen["dev"].isdisjoint(seen["train"] | seen["meta"]) and evaluation.isdisjoint(seen["train"] | seen["dev"])
+    assert len(seen["meta"] | seen["dev"] | evaluation) == 20 and {str(t) for t in range(21, 31)} <= seen["train"]
 
 
 def test_training_set_uses_llm_labels_of_unannotated_tasks_with_unchanged_text(ls: FakeLabelStudio,
