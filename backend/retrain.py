@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ class JobReporter:
         self.state = services.state(project_id)
         self.job = job
         self.min_interval_s = min_interval_s
-        self._last = 0.0
+        self._last = -math.inf  # not 0.0: time.monotonic() counts from boot, so the first update could be dropped
 
     def _write(self, record: dict[str, Any], **extra: Any) -> None:
         record = {"id": self.job.id if self.job else None, **record, "updated": time.time()}
