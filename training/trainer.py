@@ -153,12 +153,18 @@ class TrainResult:
     so 1/batch_size is "average"; per-token weights are summed over the sentence's tokens) a
     training sentence got over its reweighted steps, before any mix or fallback; batches whose
     weights were all zero count as 0 for each member. Empty when no step was reweighted.
+
+    `sentence_positive_shares[id]` is the share of those steps in which the sentence's weight was
+    positive: the meta gradient's vote for it, whatever the size of the weight. The size grows with
+    the sentence's gradient, so mean weights favour high-loss sentences, which under a noisy teacher
+    are mostly the wrong ones (benchmarks/weight_auc.py; docs/training.md).
     """
 
     model: StudentTagger
     metrics: dict[str, Any]
     sentence_weights: dict[str, float] = field(default_factory=dict)
     sentence_weight_counts: dict[str, int] = field(default_factory=dict)
+    sentence_positive_shares: dict[str, float] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -330,6 +336,7 @@ class _Trainer:
         self.skipped = 0
         self.weight_sum: dict[str, float] = {}
         self.weight_count: dict[str, int] = {}
+        self.positive_count: dict[str, int] = {}
 
     def notify(self, phase: str, callback: ProgressCallback | None) -> None:
         if callback is not None:
@@ -403,6 +410,7 @@ class _Trainer:
             ex_id = self.train_examples[i].id
             self.weight_sum[ex_id] = self.weight_sum.get(ex_id, 0.0) + w
             self.weight_count[ex_id] = self.weight_count.get(ex_id, 0) + 1
+            self.positive_count[ex_id] = self.positive_count.get(ex_id, 0) + (w > 0)
 
     def train_step(self, idx: Sequence[int]) -> float | None:
         """One optimizer step on the batch `idx`; the loss, or None when the batch was skipped."""
@@ -594,7 +602,8 @@ def _result(run: _Trainer, sel: _Selection, epoch_times: list[float], elapsed: f
         "config": asdict(run.config),
     }
     weights = {k: run.weight_sum[k] / run.weight_count[k] for k in run.weight_sum}
-    return TrainResult(run.tagger, metrics, weights, dict(run.weight_count))
+    positive_shares = {k: run.positive_count[k] / run.weight_count[k] for k in run.weight_count}
+    return TrainResult(run.tagger, metrics, weights, dict(run.weight_count), positive_shares)
 
 
 # Options of the CLI that map one-to-one onto TrainConfig fields (flag → field).
