@@ -335,15 +335,20 @@ def same_spans(a: Example, b: Example) -> bool:
 
 
 def weight_diagnostics(weights: dict[str, float], label_is_correct: dict[str, bool], batch_size: int,
-                       skipped_batches: int, steps: int) -> dict[str, Any]:
+                       skipped_batches: int, steps: int, positive_shares: dict[str, float] | None = None,
+                       has_entities: dict[str, bool] | None = None) -> dict[str, Any]:
     """What the learned sentence weights did with the teacher's errors, which only a simulation knows.
 
     `weights` are the trainer's mean normalised weights (1/batch_size is an average share), so they are
     reported relative to that: 1.0 = average, 0 = never up-weighted. A label is correct when its spans
     equal the gold spans exactly. `auc` is the chance that a correct label outweighs a wrong one (0.5 = the
-    weights carry no signal about label noise); None when every label is correct or every one wrong."""
-    from sklearn.metrics import roc_auc_score
+    weights carry no signal about label noise); None when every label is correct or every one wrong.
 
+    `auc` mixes two things besides the vote (docs/training.md): a weight grows with the sentence's gradient,
+    so high-loss (mostly wrong) labels weigh more, and sentences without gold entities (almost all labelled
+    right) weigh less. `auc_with_entities` (given `has_entities`, gold) leaves out the second;
+    `auc_positive_share` (given the trainer's `positive_shares`) the first: it ranks by how often the
+    meta gradient voted for the sentence."""
     ids = [i for i in weights if i in label_is_correct]
     rel = np.array([weights[i] * batch_size for i in ids])
     correct = np.array([label_is_correct[i] for i in ids], dtype=bool)
@@ -351,15 +356,30 @@ def weight_diagnostics(weights: dict[str, float], label_is_correct: dict[str, bo
     def mean(mask: np.ndarray) -> float | None:
         return float(rel[mask].mean()) if mask.any() else None
 
+    extra: dict[str, Any] = {}
+    if has_entities is not None:
+        with_entities = np.array([has_entities.get(i, False) for i in ids], dtype=bool)
+        extra["auc_with_entities"] = _auc(correct[with_entities], rel[with_entities])
+    if positive_shares is not None:
+        extra["auc_positive_share"] = _auc(correct, np.array([positive_shares.get(i, 0.0) for i in ids]))
+
     return {
         "sentences": len(ids),
         "wrong_label_share": float((~correct).mean()) if ids else None,
         "zero_weight_share": float((rel == 0).mean()) if ids else None,
         "mean_relative_weight_correct": mean(correct),
         "mean_relative_weight_wrong": mean(~correct),
-        "auc": float(roc_auc_score(correct, rel)) if 0 < correct.sum() < len(ids) else None,
+        "auc": _auc(correct, rel),
         "skipped_batch_share": skipped_batches / steps if steps else None,
+        **extra,
     }
+
+
+def _auc(correct: np.ndarray, score: np.ndarray) -> float | None:
+    """P(score of a correct label > score of a wrong one), ties half; None without both kinds."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(correct, score)) if 0 < correct.sum() < len(correct) else None
 
 
 # Fields that do not change round 0: what happens after it, and where results go.
@@ -657,7 +677,8 @@ class AcquisitionLoop:
                 result.sentence_weights,
                 {self.data.pool[i].id: same_spans(self.labels.by_index[i], self.data.pool[i]) for i in order},
                 self.train_cfg.batch_size, result.metrics.get("skipped_zero_weight_batches", 0),
-                result.metrics.get("steps", 0))
+                result.metrics.get("steps", 0), result.sentence_positive_shares,
+                {self.data.pool[i].id: bool(self.data.pool[i].spans) for i in order})
         log.info("round %d: %d LLM labels, test F1 %.4f", r, len(order), self.final["f1"])
         return result.model
 

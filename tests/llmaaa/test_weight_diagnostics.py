@@ -31,6 +31,18 @@ def test_weights_that_favour_wrong_labels_and_undefined_auc() -> None:
     assert only_correct["skipped_batch_share"] is None
 
 
+def test_auc_without_entity_free_sentences_and_by_votes() -> None:
+    # "e" has no gold entity: right and light, as such sentences are; the others are mostly wrong and heavy.
+    weights = {"a": 0.4, "b": 0.1, "c": 0.3, "e": 0.05}
+    correct = {"a": True, "b": False, "c": False, "e": True}
+    votes = {"a": 0.9, "b": 0.2, "c": 0.4, "e": 0.6}  # how often each got a positive weight
+    d = weight_diagnostics(weights, correct, batch_size=4, skipped_batches=0, steps=4, positive_shares=votes,
+                           has_entities={"a": True, "b": True, "c": True, "e": False})
+    assert d["auc"] == 0.5  # "e" drags it down
+    assert d["auc_with_entities"] == 1.0 and d["auc_positive_share"] == 1.0
+    assert "auc_positive_share" not in weight_diagnostics(weights, correct, 4, 0, 4)
+
+
 def test_same_spans_ignores_order_and_score() -> None:
     gold = Example("x", "aspirin and fever", [Span(0, 7, "Chemical"), Span(12, 17, "Disease")])
     shuffled = Example("x", gold.text, [Span(12, 17, "Disease", score=0.4), Span(0, 7, "Chemical")])
