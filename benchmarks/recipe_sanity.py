@@ -4,7 +4,8 @@
 
 A random BC5CDR train sample (`--pool`) is labelled by the simulated teacher (`llmaaa.simulation`,
 random or systematic noise at each `--teachers` level); 100 dev sentences with entities are the
-verified set (meta + dev); the student is scored on a test sample. Each preset in `--presets` trains
+verified set, of which the same 30 % (`split_meta_dev`) is every preset's early-stopping set and the rest
+the meta set; the student is scored on a test sample. Each preset in `--presets` trains
 once on the same labels. It picks a first guess for the "recipe" preset; the grid
 (benchmarks/converged_grid.py) decides the defaults.
 """
@@ -60,12 +61,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from training.data import load_split, sample
     from training.metrics import entity_scores
-    from training.trainer import TrainConfig, train
+    from training.trainer import TrainConfig, split_meta_dev, train
 
     pool = sample(load_split(args.data / "train.jsonl"), args.pool, args.seed)
     dev = [ex for ex in load_split(args.data / "dev.jsonl") if ex.spans]
     gold = random.Random(args.seed).sample(dev, args.gold)
     test = sample(load_split(args.data / "test.jsonl"), args.test, args.seed)
+    meta, dev_set = split_meta_dev(gold, TrainConfig().dev_fraction, args.seed)  # one split for every preset
     rows = []
     for spec in args.teachers:
         kind, noise = spec.split(":")
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             config = TrainConfig.from_recipe(recipe, max_epochs=args.epochs, patience=args.patience,
                                              seed=args.seed, **extra)
             started = time.process_time()
-            result = train(labelled, gold, config, progress=False)
+            result = train(labelled, meta, config, progress=False, dev_examples=dev_set)
             cpu = time.process_time() - started
             pred = result.model.predict([ex.text for ex in test])
             f1 = entity_scores([ex.spans for ex in test], pred, [ex.text for ex in test])["f1"]
