@@ -7,6 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from backend.app import collect_projects
 from backend.metrics import Registry
 from backend.retrain import JobReporter, train_student
@@ -37,6 +39,15 @@ def test_reporter_replaces_the_whole_job_record_and_throttles_steps(tmp_path: Pa
     report("evaluating", 0.75)  # a stage change always goes through, and drops the step fields
     job_record = ProjectState(tmp_path, 7).read()["job"]
     assert job_record["stage"] == "evaluating" and "epoch" not in job_record and "step" not in job_record
+
+
+def test_the_first_step_update_goes_through_soon_after_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.retrain
+
+    monkeypatch.setattr(backend.retrain.time, "monotonic", lambda: 5.0)  # 5 s after boot
+    report = JobReporter(FakeServices(tmp_path, KnownAnswersLLM({})), 7, FakeJob(), min_interval_s=3600)
+    report("training", 0.2, epoch=1, max_epochs=10, step=8, total_steps=400)
+    assert ProjectState(tmp_path, 7).read()["job"]["step"] == 8  # was dropped: 5 s "since" a last update at 0.0
 
 
 def test_metrics_show_epoch_and_step_while_training_and_nothing_stale_after(tmp_path: Path) -> None:
