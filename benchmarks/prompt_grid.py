@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                     os.replace(tmp, res_path)
                     log.info("%s/%s done in %.0f s: F1 %.3f, %d failed", ds, cell.name, time.monotonic() - began,
                              res["f1"], res["failed"])
-                    (args.out / "README.md").write_text(report(args.out, datasets))
+                    (args.out / "README.md").write_text(report(args.out))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "README.md").write_text(report(args.out, datasets))
+    (args.out / "README.md").write_text(report(args.out))
     print((args.out / "README.md").read_text())
     return 0
 

@@ -31,6 +31,18 @@ def test_a_grid_with_every_cell_done_runs_nothing_and_reports_them(tmp_path: Pat
     assert "k-NN vs random demonstrations: +11.0 F1" in table  # random is cell 1: 0.30 - 0.01
 
 
+
+def test_a_run_on_one_dataset_keeps_the_other_datasets_rows_in_the_table(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    for ds, f1 in (("bc5cdr", 0.45), ("conll2003", 0.55)):
+        (tmp_path / ds / "base").mkdir(parents=True)
+        (tmp_path / ds / "base" / "results.json").write_text(json.dumps(fake_result(f1)))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert grid.main(["--datasets", "conll2003", "--cells", "base", "--out", str(tmp_path), "--base-url", ""]) == 0
+    table = (tmp_path / "README.md").read_text()
+    assert "## bc5cdr" in table and "## conll2003" in table
+    assert "| 0.450 |" in table and "| 0.550 |" in table
+
 def test_cells_vary_one_factor_from_the_base() -> None:
     base = grid.CELLS[0]
     for cell in grid.CELLS[1:]:
