@@ -166,7 +166,7 @@ def test_the_retrain_job_trains_on_neither_its_dev_nor_its_evaluation_tasks(
         ls: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import backend.retrain as retrain
 
-    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), retrain_include_verified=True)  # default recipe
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS))  # the defaults: recipe, verified tasks trained on
     for tid in range(1, 21):
         ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "aspirin", "Chemical")]}]
     for tid in range(21, 31):
