@@ -338,9 +338,7 @@ def token_usage(annotator: Any, texts: Sequence[str], outcomes: Sequence[Any]) -
         if not outcome.ok:
             continue
         if outcome.cached:
-            key = annotator.cache.key(annotator.client.model, annotator.template.cache_id,
-                                      annotator.messages_for(text))
-            hit = annotator.cache.get(key)
+            hit = annotator.cache.get(annotator.cache_key(text, outcome.variant))
             prompt_tokens.append(hit.prompt_tokens if hit else 0)
             completion_tokens.append(hit.completion_tokens if hit else 0)
         else:

@@ -11,6 +11,11 @@ text has no entities". `error` starts with the reason word:
 - `no_text`, `error`: nothing to annotate; an unexpected exception.
 Failures are never cached; cut-off, filtered and malformed replies still go to the cost ledger (the
 tokens were paid for) and count in `llmaaa_llm_errors_total`.
+
+`annotate(text, variant)` sends the request of one rung of the content-failure retry ladder
+(`backend.annotator.retry_ladder`: fewer demonstrations, sampling with a derived seed); the default is the
+base request. Which rung an attempt gets is decided by the caller from the task's failure record
+(`backend.project_annotator`); the outcome says which rung it was (`outcome.variant`).
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from backend.annotator.cache import ReplyCache
-from backend.annotator.client import Completion, LLMCallError, entities_json_schema
+from backend.annotator.client import GREEDY, Completion, LLMCallError, Sampling, entities_json_schema
 from backend.annotator.demos import DemoIndex
 from backend.annotator.ledger import CostLedger
 from backend.annotator.parsing import MalformedReplyError, ground, parse_reply
 from backend.annotator.prompt import Demo, PromptTemplate
+from backend.annotator.retry_ladder import BASE, RequestVariant
 from backend.labeling_config import LabelSchema
 from backend.metrics import NO_STATUS, REGISTRY, Registry
 from training.spans import Span
@@ -45,8 +51,8 @@ INCOMPLETE_FINISH = {"length": "cut_off", "content_filter": "content_filter"}
 class ChatClient(Protocol):
     model: str
 
-    def complete(self, messages: Sequence[dict[str, str]], json_schema: dict[str, Any] | None = None
-                 ) -> Completion: ...
+    def complete(self, messages: Sequence[dict[str, str]], json_schema: dict[str, Any] | None = None,
+                 sampling: Sampling = GREEDY) -> Completion: ...
 
 
 @dataclass
@@ -59,6 +65,8 @@ class AnnotationOutcome:
     cached: bool = False
     dropped: list[tuple[str, str, str]] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)
+    variant: RequestVariant = BASE  # the request that was sent (its rung of the retry ladder)
+    request: str = ""  # that request in words, for `llm_status`: "rung 1, fewer demos: 2 demos, greedy"
 
     @property
     def reason(self) -> str | None:
@@ -113,13 +121,14 @@ class LLMAnnotator:
             self._stats["cached"] += int(outcome.cached)
         return outcome
 
-    def demos_for(self, text: str) -> list[Demo]:
-        """The k nearest demos, most similar last, trimmed to `max_chars` characters of demo text in all
-        (the least similar go first): a few huge verified tasks must not make every prompt huge."""
-        if self.demo_index is None or self.k <= 0:
+    def demos_for(self, text: str, k: int | None = None) -> list[Demo]:
+        """The k (default `self.k`) nearest demos, most similar last, trimmed to `max_chars` characters of demo
+        text in all (the least similar go first): a few huge verified tasks must not make every prompt huge."""
+        k = self.k if k is None else k
+        if self.demo_index is None or k <= 0:
             return []
         try:
-            demos = self.demo_index.nearest(text, self.k)
+            demos = self.demo_index.nearest(text, k)
         except Exception as exc:  # noqa: BLE001 - annotating without demos beats not annotating
             log.warning("demo retrieval failed (%s: %s); annotating zero-shot", type(exc).__name__, exc)
             return []
@@ -132,10 +141,20 @@ class LLMAnnotator:
             kept.append(demo)
         return kept[::-1]
 
-    def messages_for(self, text: str) -> list[dict[str, str]]:
-        return self.template.render(self.schema.labels, self.demos_for(text), text, self.domain)
+    def messages_for(self, text: str, variant: RequestVariant = BASE) -> list[dict[str, str]]:
+        return self._request(text, variant)[0]
 
-    def annotate(self, text: str) -> AnnotationOutcome:
+    def _request(self, text: str, variant: RequestVariant) -> tuple[list[dict[str, str]], str]:
+        """The rendered messages of `variant`'s request for `text`, and the request in words."""
+        demos = self.demos_for(text, variant.k(self.k))
+        return (self.template.render(self.schema.labels, demos, text, self.domain), variant.describe(len(demos)))
+
+    def cache_key(self, text: str, variant: RequestVariant = BASE) -> str:
+        """The reply cache key of `text`'s request on `variant`'s rung (messages and sampling both in it)."""
+        return ReplyCache.key(self.client.model, self.template.cache_id, self.messages_for(text, variant),
+                              variant.sampling(text).cache_part())
+
+    def annotate(self, text: str, variant: RequestVariant = BASE) -> AnnotationOutcome:
         if not isinstance(text, str) or not text.strip():
             return self._count(AnnotationOutcome(ok=False, error="no_text: nothing to annotate"))
         if len(text) > self.max_chars:
@@ -143,21 +162,24 @@ class LLMAnnotator:
             return self._count(AnnotationOutcome(
                 ok=False, error=f"too_long: the text has {len(text)} characters, more than MAX_TASK_CHARS "
                                 f"({self.max_chars}); not sent to the LLM"))
+        request = variant.describe(variant.k(self.k))  # what was meant, should rendering fail
         try:
-            return self._count(self._annotate(text))
+            messages, request = self._request(text, variant)
+            outcome = self._annotate(text, messages, variant.sampling(text))
         except Exception as exc:  # noqa: BLE001 - one bad text must not sink a batch
             log.exception("annotation failed unexpectedly")
-            return self._count(AnnotationOutcome(ok=False, error=f"error: {type(exc).__name__}: {exc}"))
+            outcome = AnnotationOutcome(ok=False, error=f"error: {type(exc).__name__}: {exc}")
+        outcome.variant, outcome.request = variant, request
+        return self._count(outcome)
 
-    def _annotate(self, text: str) -> AnnotationOutcome:
-        messages = self.messages_for(text)
+    def _annotate(self, text: str, messages: list[dict[str, str]], sampling: Sampling) -> AnnotationOutcome:
         model = self.client.model
-        key = ReplyCache.key(model, self.template.cache_id, messages)
+        key = ReplyCache.key(model, self.template.cache_id, messages, sampling.cache_part())
         completion = self.cache.get(key) if self.cache is not None else None
         cached = completion is not None
         if completion is None:
             try:
-                completion = self.client.complete(messages, json_schema=self._json_schema)
+                completion = self.client.complete(messages, json_schema=self._json_schema, sampling=sampling)
             except LLMCallError as exc:
                 return AnnotationOutcome(ok=False, error=f"{exc.reason}: {exc}",
                                          usage={"attempts": exc.attempts})
@@ -197,18 +219,20 @@ class LLMAnnotator:
                                    reason=reason)
         usage["usd"] = entry["usd"]
 
-    def annotate_many(self, texts: Sequence[str], concurrency: int = 8, progress: bool = True
-                      ) -> list[AnnotationOutcome]:
-        """Outcomes in input order. Identical texts are asked once; at most `concurrency` calls in flight."""
-        unique = list(dict.fromkeys(texts))
+    def annotate_many(self, texts: Sequence[str], concurrency: int = 8, progress: bool = True,
+                      variants: Sequence[RequestVariant] | None = None) -> list[AnnotationOutcome]:
+        """Outcomes in input order; `variants[i]` is the request for `texts[i]` (default: all base). Identical
+        (text, variant) pairs are asked once; at most `concurrency` calls in flight."""
+        requests = list(zip(texts, variants if variants is not None else [BASE] * len(texts), strict=True))
+        unique = list(dict.fromkeys(requests))
         if not unique:
             return []
-        done: dict[str, AnnotationOutcome] = {}
+        done: dict[tuple[str, RequestVariant], AnnotationOutcome] = {}
         counts: Counter[str] = Counter()
         workers = max(1, min(concurrency, len(unique)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool, \
                 tqdm(total=len(unique), desc="LLM annotation", unit="text", disable=not progress) as bar:
-            futures = {pool.submit(self.annotate, text): text for text in unique}
+            futures = {pool.submit(self.annotate, text, variant): (text, variant) for text, variant in unique}
             for future in as_completed(futures):
                 outcome = future.result()
                 done[futures[future]] = outcome
@@ -217,6 +241,6 @@ class LLMAnnotator:
                 bar.set_postfix(ok=counts["ok"], failed=counts["failed"], cached=counts["cached"],
                                 refresh=False)
                 bar.update()
-        log.info("annotated %d texts (%d distinct): %d ok, %d failed, %d from cache", len(texts), len(unique),
-                 counts["ok"], counts["failed"], counts["cached"])
-        return [done[text] for text in texts]
+        log.info("annotated %d texts (%d distinct requests): %d ok, %d failed, %d from cache", len(texts),
+                 len(unique), counts["ok"], counts["failed"], counts["cached"])
+        return [done[request] for request in requests]

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from backend.annotator.client import Completion
 from backend.local_sqlite import ThreadLocalSQLite
@@ -44,10 +45,15 @@ class ReplyCache:
             conn.execute(_SCHEMA)
 
     @staticmethod
-    def key(model: str, template_id: str, messages: Sequence[Mapping[str, str]]) -> str:
-        """sha256 over the model, the template (id and hash) and the exact rendered messages."""
-        payload = json.dumps([model, template_id, [dict(m) for m in messages]], ensure_ascii=False,
-                             sort_keys=True, separators=(",", ":"))
+    def key(model: str, template_id: str, messages: Sequence[Mapping[str, str]],
+            sampling: Mapping[str, Any] | None = None) -> str:
+        """sha256 over the model, the template (id and hash), the exact rendered messages and, for a sampled
+        request (a retry after a content failure), its temperature and seed: a reply is only ever served
+        for the request that produced it. Greedy requests pass no `sampling`, so their keys are unchanged."""
+        parts: list[Any] = [model, template_id, [dict(m) for m in messages]]
+        if sampling:
+            parts.append(dict(sampling))
+        payload = json.dumps(parts, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def get(self, key: str) -> Completion | None:

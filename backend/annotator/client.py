@@ -58,6 +58,26 @@ class Completion:
     finish_reason: str | None = None  # "stop", "length" (cut off), "content_filter", ...; None from the cache
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How the reply is decoded. The default, greedy (temperature 0, no seed), is what every first attempt
+    sends; only a retry after a content failure asks for sampling (`backend.annotator.retry_ladder`)."""
+
+    temperature: float = 0.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def cache_part(self) -> dict[str, Any] | None:
+        """What the reply cache key must add for this decoding; None for greedy, whose keys stay as before."""
+        return None if self.greedy else {"temperature": self.temperature, "seed": self.seed}
+
+
+GREEDY = Sampling()
+
+
 def entities_json_schema(labels: Sequence[str]) -> dict[str, Any]:
     """The OpenAI `json_schema` response format for `{"entities": [{"span", "type"}]}` (strict)."""
     return {
@@ -114,7 +134,7 @@ class _Failure:
 
 
 class LLMClient:
-    """A chat-completions client for one endpoint and model (temperature 0). Thread-safe."""
+    """A chat-completions client for one endpoint and model (temperature 0 unless asked). Thread-safe."""
 
     def __init__(
         self,
@@ -172,8 +192,12 @@ class LLMClient:
         # Full jitter: concurrent workers that failed together do not retry together.
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt))
 
-    def _request(self, messages: Sequence[Mapping[str, str]], response_format: dict[str, Any] | None) -> Any:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages), "temperature": 0}
+    def _request(self, messages: Sequence[Mapping[str, str]], response_format: dict[str, Any] | None,
+                 sampling: Sampling) -> Any:
+        kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages),
+                                  "temperature": 0 if sampling.greedy else sampling.temperature}
+        if sampling.seed is not None:
+            kwargs["seed"] = sampling.seed
         if self.max_tokens:
             kwargs["max_tokens"] = self.max_tokens
         if response_format is not None:
@@ -181,16 +205,17 @@ class LLMClient:
         self._count("requests")
         return self._client.chat.completions.create(**kwargs)
 
-    def complete(self, messages: Sequence[Mapping[str, str]], json_schema: dict[str, Any] | None = None
-                 ) -> Completion:
-        """One chat completion. Raises `LLMCallError` once the retries are spent (the one retry policy)."""
+    def complete(self, messages: Sequence[Mapping[str, str]], json_schema: dict[str, Any] | None = None,
+                 sampling: Sampling = GREEDY) -> Completion:
+        """One chat completion. Raises `LLMCallError` once the retries are spent (the one retry policy for
+        transport failures: every attempt here sends the same request, `sampling` included)."""
         use_schema = json_schema is not None and self.schema_supported is not False
         attempt = 0
         started = time.monotonic()
         while True:
             fmt = {"type": "json_schema", "json_schema": json_schema} if use_schema else None
             try:
-                response = self._request(messages, fmt)
+                response = self._request(messages, fmt, sampling)
                 break
             except openai.APIStatusError as exc:
                 if use_schema and exc.status_code in SCHEMA_REJECT_STATUS and self.schema_supported is not True:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from flask import Flask
 
-from backend.annotator.client import Completion
+from backend.annotator.client import GREEDY, Completion, Sampling
 from backend.app import create_app
 from backend.labeling_config import LabelSpec, build_label_config
 from backend.registry import ModelRegistry, Runtime
@@ -45,8 +45,8 @@ class FakeChat:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def complete(self, messages: Sequence[dict[str, str]], json_schema: dict[str, Any] | None = None
-                 ) -> Completion:
+    def complete(self, messages: Sequence[dict[str, str]], json_schema: dict[str, Any] | None = None,
+                 sampling: Sampling = GREEDY) -> Completion:
         with self._lock:
             self.calls += 1
         if self.delay_s:

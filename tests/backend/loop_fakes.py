@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from backend.annotator.client import Completion, LLMCallError
+from backend.annotator.client import GREEDY, Completion, LLMCallError, Sampling
 from backend.composition import Services
 from backend.labeling_config import LabelSpec, build_label_config
 from backend.settings import Settings
@@ -35,8 +35,8 @@ class KnownAnswersLLM:
             raise AssertionError(f"the fake LLM knows no text in: {user[-200:]!r}")
         return max(found)[1]
 
-    def complete(self, messages: Sequence[Mapping[str, str]], json_schema: dict[str, Any] | None = None
-                 ) -> Completion:
+    def complete(self, messages: Sequence[Mapping[str, str]], json_schema: dict[str, Any] | None = None,
+                 sampling: Sampling = GREEDY) -> Completion:
         text = self._query(messages)
         self.asked.append(text)
         if text in self.failing:

@@ -335,7 +335,7 @@ class FakeChat:
     def __init__(self) -> None:
         self.queries: list[str] = []
 
-    def complete(self, messages: list[dict[str, str]], json_schema: Any = None) -> Completion:
+    def complete(self, messages: list[dict[str, str]], json_schema: Any = None, sampling: Any = None) -> Completion:
         query = messages[-1]["content"].rsplit("Input: ", 1)[1].split("\nOutput:", 1)[0]
         self.queries.append(query)
         if "timeout" in query:
