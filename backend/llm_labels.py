@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backend.annotator.retry_ladder import next_rung
 from backend.local_sqlite import ThreadLocalSQLite
 from training.spans import Span
 
@@ -24,11 +25,15 @@ log = logging.getLogger(__name__)
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS llm_labels (
     task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL)"""
-# Tasks whose last LLM call failed: "not annotated", with the reason and how often it was tried, so the
-# retrier can back off and the queue can show them last and marked.
+# Tasks whose last LLM call failed: "not annotated", with the reason, how often it was tried and the rung of
+# the content-retry ladder that failed (backend.annotator.retry_ladder), so the retrier can back off, the
+# next attempt can send a changed request, and the queue can show them last and marked.
 _FAILURES = """CREATE TABLE IF NOT EXISTS llm_failures (
     task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, reason TEXT NOT NULL, attempts INTEGER NOT NULL,
-    ts REAL NOT NULL)"""
+    ts REAL NOT NULL, rung INTEGER NOT NULL DEFAULT 0)"""
+# Stores made before the ladder have no `rung` column: their failures were all base requests (rung 0).
+_ADD_RUNG = "ALTER TABLE llm_failures ADD COLUMN rung INTEGER NOT NULL DEFAULT 0"
+_FAILURE_COLUMNS = "task_id, text, reason, attempts, ts, rung"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,12 @@ class LLMFailure:
     reason: str
     attempts: int
     ts: float
+    rung: int = 0  # the ladder rung whose request failed (0: the base request)
+
+    def next_rung(self, text: str) -> int:
+        """The ladder rung to ask `text` on next: up one after a content failure, the same after a transport
+        one, 0 when the task's text changed since (a new text starts from the base request)."""
+        return next_rung(self.rung, self.reason) if text == self.text else 0
 
 
 class LLMLabelStore:
@@ -49,6 +60,9 @@ class LLMLabelStore:
         with self._conn() as conn:
             conn.execute(_SCHEMA)
             conn.execute(_FAILURES)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(llm_failures)")}
+            if "rung" not in columns:
+                conn.execute(_ADD_RUNG)
 
     def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
         payload = json.dumps([[s.start, s.end, s.label] for s in spans])
@@ -57,18 +71,25 @@ class LLMLabelStore:
                          (int(task_id), text, payload, source, time.time()))
             conn.execute("DELETE FROM llm_failures WHERE task_id = ?", (int(task_id),))
 
-    def record_failure(self, task_id: int, text: str, reason: str) -> int:
-        """Count one more failed attempt; an earlier successful label of the same text stays valid."""
+    def record_failure(self, task_id: int, text: str, reason: str, rung: int = 0) -> int:
+        """Count one more failed attempt (its request was ladder rung `rung`); an earlier successful label of
+        the same text stays valid."""
         with self._conn() as conn:
             row = conn.execute("SELECT attempts, text FROM llm_failures WHERE task_id = ?", (int(task_id),)).fetchone()
             attempts = (int(row[0]) if row and row[1] == text else 0) + 1
-            conn.execute("INSERT OR REPLACE INTO llm_failures VALUES (?, ?, ?, ?, ?)",
-                         (int(task_id), text, reason, attempts, time.time()))
+            conn.execute(f"INSERT OR REPLACE INTO llm_failures ({_FAILURE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                         (int(task_id), text, reason, attempts, time.time(), int(rung)))
         return attempts
 
     def failures(self) -> dict[int, LLMFailure]:
-        rows = self._conn().execute("SELECT task_id, text, reason, attempts, ts FROM llm_failures").fetchall()
-        return {int(r[0]): LLMFailure(int(r[0]), r[1], r[2], int(r[3]), float(r[4])) for r in rows}
+        rows = self._conn().execute(f"SELECT {_FAILURE_COLUMNS} FROM llm_failures").fetchall()
+        return {int(r[0]): _failure(r) for r in rows}
+
+    def failure(self, task_id: int) -> LLMFailure | None:
+        """The task's failure record, if its last LLM call failed."""
+        row = self._conn().execute(f"SELECT {_FAILURE_COLUMNS} FROM llm_failures WHERE task_id = ?",
+                                   (int(task_id),)).fetchone()
+        return None if row is None else _failure(row)
 
     def forget_failure(self, task_id: int) -> None:
         with self._conn() as conn:
@@ -86,6 +107,10 @@ class LLMLabelStore:
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM llm_labels").fetchone()[0])
+
+
+def _failure(row: Any) -> LLMFailure:
+    return LLMFailure(int(row[0]), row[1], row[2], int(row[3]), float(row[4]), int(row[5]))
 
 
 class DeferredLabelStore:
@@ -127,8 +152,8 @@ class DeferredLabelStore:
     def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
         self._write("put", task_id, text, list(spans), source)
 
-    def record_failure(self, task_id: int, text: str, reason: str) -> int:
-        return int(self._write("record_failure", task_id, text, reason) or 1)
+    def record_failure(self, task_id: int, text: str, reason: str, rung: int = 0) -> int:
+        return int(self._write("record_failure", task_id, text, reason, rung) or 1)
 
     def forget_failure(self, task_id: int) -> None:
         self._write("forget_failure", task_id)
@@ -144,3 +169,7 @@ class DeferredLabelStore:
     def failures(self) -> dict[int, LLMFailure]:
         store = self._real()
         return store.failures() if store is not None else {}
+
+    def failure(self, task_id: int) -> LLMFailure | None:
+        store = self._real()
+        return store.failure(task_id) if store is not None else None

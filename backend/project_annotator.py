@@ -3,7 +3,11 @@
 Every caller that asks the LLM about a project's tasks (live `/predict`, an acquisition round,
 `setup-project`'s first batch, the failed-task retrier) goes through here, so the rules hold everywhere:
 - a success is recorded as the task's LLM label (the student's training data), even an empty one;
-- a failure is recorded as *not annotated* with its reason, never as "no entities";
+- a failure is recorded as *not annotated* with its reason and the ladder rung of its request, never as
+  "no entities";
+- a task whose last reply was cut off or malformed is asked with the next rung of the content-retry ladder
+  (backend.annotator.retry_ladder), never with the request that just failed; after a transport failure
+  (timeout, 429, 5xx) the same rung is asked again;
 - a prediction carries grounded spans only, at the version and score the caller decides.
 """
 
@@ -14,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from backend.annotator.annotator import AnnotationOutcome, LLMAnnotator
+from backend.annotator.retry_ladder import BASE, RequestVariant, variant_for
 from backend.labeling_config import LabelSchema
-from backend.llm_labels import LLMLabelStore
+from backend.llm_labels import LLMFailure, LLMLabelStore
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,14 @@ PERMANENT_FAILURES = frozenset({"no_text", "too_long"})
 def failure_reason(outcome: AnnotationOutcome) -> str:
     """The reason word of a failed outcome (`timeout: no answer within 30 s` → `timeout`)."""
     return outcome.reason or "error"
+
+
+def _task_id(task: Mapping[str, Any]) -> int | None:
+    value = task.get("id")
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class ProjectAnnotator:
@@ -46,7 +59,8 @@ class ProjectAnnotator:
         return text if isinstance(text, str) else None
 
     def annotate_task(self, task: Mapping[str, Any]) -> AnnotationOutcome:
-        outcome = self._precheck(task) or self.annotator.annotate(self.text_of(task) or "")
+        pre = self._precheck(task)
+        outcome = pre or self.annotator.annotate(self.text_of(task) or "", self.variant_of(task, self._failure(task)))
         self.record(task, outcome)
         return outcome
 
@@ -55,14 +69,38 @@ class ProjectAnnotator:
         """Outcomes in task order; at most `concurrency` LLM calls in flight; every outcome recorded."""
         prechecked = [self._precheck(t) for t in tasks]
         todo = [i for i, pre in enumerate(prechecked) if pre is None]
+        failures = self._failures() if todo else {}
+        variants = [self.variant_of(tasks[i], failures.get(_task_id(tasks[i]))) for i in todo]
         asked = self.annotator.annotate_many([self.text_of(tasks[i]) or "" for i in todo], concurrency=concurrency,
-                                             progress=progress)
+                                             progress=progress, variants=variants)
         outcomes: list[AnnotationOutcome] = [pre for pre in prechecked]  # type: ignore[misc]
         for i, outcome in zip(todo, asked, strict=True):
             outcomes[i] = outcome
         for task, outcome in zip(tasks, outcomes, strict=True):
             self.record(task, outcome)
         return outcomes
+
+    def variant_of(self, task: Mapping[str, Any], failure: LLMFailure | None) -> RequestVariant:
+        """The request for the task's next LLM call: the base one, unless its last call on this text failed
+        (then the rung `LLMFailure.next_rung` says)."""
+        return BASE if failure is None else variant_for(failure.next_rung(self.text_of(task) or ""))
+
+    def _failure(self, task: Mapping[str, Any]) -> LLMFailure | None:
+        task_id = _task_id(task)
+        if task_id is None:
+            return None
+        try:
+            return self.llm_labels.failure(task_id)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping never fails a prediction: ask the base request
+            log.warning("project %s: could not read the LLM failure of task %s: %s", self.project_id, task_id, exc)
+            return None
+
+    def _failures(self) -> dict[int, LLMFailure]:
+        try:
+            return self.llm_labels.failures()
+        except Exception as exc:  # noqa: BLE001 - as in _failure
+            log.warning("project %s: could not read the LLM failures: %s", self.project_id, exc)
+            return {}
 
     def _precheck(self, task: Mapping[str, Any]) -> AnnotationOutcome | None:
         text = self.text_of(task)
@@ -79,7 +117,7 @@ class ProjectAnnotator:
             if outcome.ok:
                 self.llm_labels.put(task_id, text, outcome.spans, self.llm_version)
             else:
-                self.llm_labels.record_failure(task_id, text, failure_reason(outcome))
+                self.llm_labels.record_failure(task_id, text, failure_reason(outcome), outcome.variant.rung)
         except Exception as exc:  # noqa: BLE001
             log.warning("project %s: could not record the LLM outcome of task %s: %s", self.project_id,
                         task.get("id"), exc)

@@ -6,6 +6,10 @@ data carries `llm_status` (a Data Manager column, also shown above the text by c
 saying why. The retrier re-asks with exponential backoff, at most `max_attempts` times; reasons no retry
 can fix (`no_text`, `too_long`) are left alone. A success is published at the project's current version
 after the round's head, and `llm_status` says what the LLM found.
+
+What a re-ask sends is not decided here: `ProjectAnnotator` picks the request from the task's failure record
+(after a cut-off or malformed reply, the next rung of `backend.annotator.retry_ladder`; after a transport
+failure, the same request), and `llm_status` names the attempt and the request that failed.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backend.annotator.annotator import AnnotationOutcome
+from backend.annotator.retry_ladder import CONTENT_FAILURES
 from backend.labeling_config import STATUS_KEY
 from backend.labelstudio import patch_task_data
 from backend.llm_labels import LLMFailure, LLMLabelStore
@@ -26,16 +32,21 @@ from backend.queue_publisher import QueueItem, add_to_current
 log = logging.getLogger(__name__)
 
 
+def status_text(ok: bool, n_spans: int = 0, reason: str = "", attempts: int = 0, max_attempts: int = 0,
+                request: str = "") -> str:
+    """What the annotator reads: the LLM found nothing, found N entities, or failed (and what happens next).
 
-def status_text(ok: bool, n_spans: int = 0, reason: str = "", attempts: int = 0, max_attempts: int = 0) -> str:
-    """What the annotator reads: the LLM found nothing, found N entities, or failed (and what happens next)."""
+    A failure names the attempt and the request that failed (`request`, e.g. "rung 1, fewer demos: 2 demos,
+    greedy") and whether the next attempt changes the request (content failures) or repeats it (transport)."""
     if ok:
         return "LLM: no entities found" if n_spans == 0 else f"LLM: {n_spans} entities pre-labelled"
     if reason in PERMANENT_FAILURES:
         return f"LLM failed: {reason} (not retried; label by hand)"
+    sent = f"; {request}" if request else ""
     if attempts >= max_attempts:
-        return f"LLM failed: {reason} ({attempts} attempts, given up; label by hand)"
-    return f"LLM failed: {reason} (attempt {attempts} of {max_attempts}, retrying)"
+        return f"LLM failed: {reason} ({attempts} attempts, given up{sent}; label by hand)"
+    then = "retrying with a changed request" if reason in CONTENT_FAILURES else "retrying the same request"
+    return f"LLM failed: {reason} (attempt {attempts} of {max_attempts}{sent}; {then})"
 
 
 @dataclass(frozen=True)
@@ -101,19 +112,19 @@ class FailedTaskRetrier:
             return None
         return task
 
-    def mark(self, client: Any, tasks: list[Mapping[str, Any]], outcomes: list[Any]) -> int:
+    def mark(self, client: Any, tasks: list[Mapping[str, Any]], outcomes: Sequence[AnnotationOutcome]) -> int:
         return mark_status(client, self.labels, tasks, outcomes, self.policy.max_attempts)
 
 
-def mark_status(client: Any, labels: LLMLabelStore, tasks: list[Mapping[str, Any]], outcomes: list[Any],
-                max_attempts: int) -> int:
+def mark_status(client: Any, labels: LLMLabelStore, tasks: Sequence[Mapping[str, Any]],
+                outcomes: Sequence[AnnotationOutcome], max_attempts: int) -> int:
     """Write `llm_status` into each task's data where it changed (parallel PATCHes)."""
     failures = labels.failures()
     updates = {}
     for task, outcome in zip(tasks, outcomes, strict=True):
         failure = failures.get(int(task["id"]))
         text = status_text(outcome.ok, len(outcome.spans), failure.reason if failure else "",
-                           failure.attempts if failure else 0, max_attempts)
+                           failure.attempts if failure else 0, max_attempts, outcome.request)
         data = dict(task.get("data") or {})
         if data.get(STATUS_KEY) != text:
             updates[int(task["id"])] = {**data, STATUS_KEY: text}

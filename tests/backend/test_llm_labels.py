@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
-from backend.llm_labels import LLMLabelStore
+from backend.llm_labels import LLMFailure, LLMLabelStore
 from backend.local_sqlite import ThreadLocalSQLite
 from training.spans import Span
 
@@ -53,3 +54,31 @@ def test_one_connection_per_thread_in_wal_mode(tmp_path: Path) -> None:
     assert other[0] is not here
     assert here.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert here.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_a_failure_keeps_the_rung_that_failed_and_says_which_rung_comes_next(tmp_path: Path) -> None:
+    store = LLMLabelStore(tmp_path, project_id=1)
+    assert store.failure(5) is None
+    store.record_failure(5, "Cisplatin caused it.", "cut_off", rung=0)
+    assert store.failure(5).rung == 0 and store.failure(5).next_rung("Cisplatin caused it.") == 1
+    store.record_failure(5, "Cisplatin caused it.", "timeout", rung=1)
+    failure = store.failure(5)
+    assert (failure.attempts, failure.rung, failure.reason) == (2, 1, "timeout")
+    assert failure.next_rung("Cisplatin caused it.") == 1  # a transport failure asks the same rung again
+    assert failure.next_rung("Another text.") == 0  # a changed task starts from the base request
+    assert store.failures() == {5: failure}
+
+
+def test_a_store_made_before_the_ladder_gains_the_rung_column(tmp_path: Path) -> None:
+    directory = tmp_path / "projects" / "3"
+    directory.mkdir(parents=True)
+    old = sqlite3.connect(directory / "llm_labels.sqlite3")
+    old.execute("CREATE TABLE llm_failures (task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, reason TEXT NOT NULL, "
+                "attempts INTEGER NOT NULL, ts REAL NOT NULL)")
+    old.execute("INSERT INTO llm_failures VALUES (9, 'old text', 'cut_off', 2, 1.0)")
+    old.commit()
+    old.close()
+    store = LLMLabelStore(tmp_path, project_id=3)
+    assert store.failure(9) == LLMFailure(9, "old text", "cut_off", 2, 1.0, rung=0)  # it was a base request
+    store.record_failure(9, "old text", "cut_off", rung=1)
+    assert (store.failure(9).attempts, store.failure(9).rung) == (3, 1)

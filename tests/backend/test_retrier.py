@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask, request
 
 from backend.acquire import acquire_round
-from backend.retrier import STATUS_KEY, FailedTaskRetrier, RetryPolicy, status_text
+from backend.annotator.retry_ladder import LADDER
+from backend.composition import Services
+from backend.retrier import STATUS_KEY, FailedTaskRetrier, RetryPolicy, mark_status, status_text
+from backend.serving import LLMLanes, predict_with_llm
+from backend.settings import Settings
+from llmaaa.services import serve_in_thread
+from tests.backend.annotator.annot_fakes import FakeEmbedder, FakeLLM, completion_body, status
 from tests.backend.fake_label_studio import FakeLabelStudio
 from tests.backend.loop_fakes import LABEL_CONFIG, FakeServices, KnownAnswersLLM
+from training.data import Example
+from training.spans import Span
 
 TEXTS = {i: f"Case {i}: cisplatin {i} caused nephrotoxicity {i} ." for i in range(1, 11)}
 ANSWERS = {t: [("cisplatin", "Chemical"), ("nephrotoxicity", "Disease")] for t in TEXTS.values()}
@@ -91,3 +104,109 @@ def test_first_batch_marks_failures_at_once_and_serves_them_last(setup) -> None:
         served.append(tid)
         ls.task_rows[tid]["annotations"] = [{"id": tid, "result": []}]
     assert served[-1] == 3 and len(served) == 10
+
+
+# ------------------------------------------------------------------ the content-retry ladder, end to end
+
+K = 4  # demonstrations of the base request
+LOOPING_TEXT = "Cisplatin 7 caused nephrotoxicity ."
+DEMOS = [Example(f"d{i}", f"Demo {i}: aspirin caused headache .", [Span(8, 15, "Chemical")]) for i in range(6)]
+
+
+def demos_in(body: dict[str, Any]) -> int:
+    return sum(line.startswith("Input: ") for line in body["messages"][-1]["content"].split("\n")) - 1
+
+
+def loops_on_the_base_request(body: dict[str, Any]) -> dict[str, Any]:
+    """A greedy model that repeats one entity until the loop guard stops it (finish_reason "length") when
+    asked the base request (K demos, temperature 0), and answers any other request."""
+    if demos_in(body) == K and not body.get("temperature") and "seed" not in body:
+        return completion_body('{"entities":[' + '{"span":"Cisplatin","type":"Chemical"},' * 3,
+                               finish_reason="length")
+    return completion_body(json.dumps({"entities": [{"span": "Cisplatin", "type": "Chemical"}]}))
+
+
+class EndpointServices(Services):
+    """The real composition root, LLM client included, on a fake endpoint; only the embedder is a fake."""
+
+    def embedder(self) -> Any:
+        return self._once("embedder", FakeEmbedder)
+
+
+@pytest.fixture
+def looping_llm() -> Iterator[FakeLLM]:
+    fake = FakeLLM(default=loops_on_the_base_request)
+    app = Flask("looping-llm")
+
+    @app.post("/v1/chat/completions")
+    def chat() -> Any:
+        return fake.handle(request.get_json(force=True), dict(request.headers))
+
+    with serve_in_thread(app, "/v1") as url:
+        fake.url = url
+        yield fake
+
+
+@pytest.fixture
+def looping(tmp_path: Path, looping_llm: FakeLLM) -> tuple[FakeLabelStudio, EndpointServices, Any]:
+    services = EndpointServices(Settings(llmaaa_data_dir=tmp_path, openai_base_url=looping_llm.url,
+                                         llm_model="fake-model", llm_max_retries=0, knn_k=K))
+    ls = FakeLabelStudio(LABEL_CONFIG)
+    ls.add_task(1, LOOPING_TEXT)
+    ls.project.model_version = "acq-r1"
+    annotator = services.project_annotator(1, services.schema(LABEL_CONFIG), services.demo_index(DEMOS))
+    return ls, services, annotator
+
+
+def sent(body: dict[str, Any]) -> tuple[int, float, int | None]:
+    return demos_in(body), body["temperature"], body.get("seed")
+
+
+def ladder_says(rung: int) -> tuple[int, float, int | None]:
+    sampling = LADDER[rung].sampling(LOOPING_TEXT)
+    return LADDER[rung].k(K), sampling.temperature, sampling.seed
+
+
+def test_a_looping_task_is_annotated_on_the_second_attempt_with_the_next_rung(looping, looping_llm) -> None:
+    ls, services, annotator = looping
+    labels = services.llm_labels(1)
+    first = annotator.annotate_tasks([ls.task_rows[1]])
+    mark_status(ls, labels, [ls.task_rows[1]], first, 6)
+    assert first[0].reason == "cut_off" and labels.failures()[1].rung == 0
+    assert ls.task_rows[1]["data"][STATUS_KEY] == (
+        f"LLM failed: cut_off (attempt 1 of 6; rung 0, base: {K} demos, greedy; retrying with a changed request)")
+    retrier = FailedTaskRetrier(annotator, labels, lambda: ls, lambda: ls.project.model_version, RetryPolicy(6, 0))
+    report = retrier.run_once(now=time.time() + 1)
+    assert (report.retried, report.annotated, report.still_failing) == (1, 1, 0)
+    shown = ls.shown_prediction(1)
+    assert shown is not None and [r["value"]["text"] for r in shown["result"]] == ["Cisplatin"]
+    assert ls.task_rows[1]["data"][STATUS_KEY] == "LLM: 1 entities pre-labelled"
+    assert labels.failures() == {} and labels.all()[1][1] == [Span(0, 9, "Chemical")]
+    base, retry = looping_llm.requests
+    assert sent(base) == ladder_says(0) == (K, 0, None)
+    assert sent(retry) == ladder_says(1) != sent(base)
+
+
+def test_live_predict_asks_the_next_rung_after_a_cut_off(looping, looping_llm) -> None:
+    ls, services, annotator = looping
+    lanes = LLMLanes(services.settings)
+    assert predict_with_llm(annotator, [ls.task_rows[1]], lanes, 20.0, "acq-r1") == [[]]  # not annotated
+    [[prediction]] = predict_with_llm(annotator, [ls.task_rows[1]], lanes, 20.0, "acq-r1")
+    assert [r["value"]["text"] for r in prediction["result"]] == ["Cisplatin"]
+    assert [sent(body) for body in looping_llm.requests] == [ladder_says(0), ladder_says(1)]
+
+
+def test_a_transport_failure_repeats_the_request_and_does_not_climb(looping, looping_llm) -> None:
+    ls, services, annotator = looping
+    labels = services.llm_labels(1)
+    looping_llm.script = [status(503)]  # no answer (LLM_MAX_RETRIES=0): the request was never judged
+    first = annotator.annotate_tasks([ls.task_rows[1]])
+    mark_status(ls, labels, [ls.task_rows[1]], first, 6)
+    assert first[0].reason == "http_error" and labels.failures()[1].rung == 0
+    assert ls.task_rows[1]["data"][STATUS_KEY].endswith("retrying the same request)")
+    retrier = FailedTaskRetrier(annotator, labels, lambda: ls, lambda: ls.project.model_version, RetryPolicy(6, 0))
+    assert retrier.run_once(now=time.time() + 1).still_failing == 1  # the same base request: it loops
+    assert (labels.failures()[1].reason, labels.failures()[1].rung) == ("cut_off", 0)
+    assert retrier.run_once(now=time.time() + 1).annotated == 1  # now the next rung
+    requests = looping_llm.requests
+    assert requests[0] == requests[1] and sent(requests[2]) == ladder_says(1)
