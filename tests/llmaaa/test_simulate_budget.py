@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
-import training.trainer
 from acquisition.cost import TokenCost, WordCost
 from llmaaa.simulate import SimulationConfig, run_simulation
+from tests.llmaaa.simulate_fakes import record_training
 from training.data import load_split, sample
-from training.model import PoolOutputs
-from training.trainer import TrainResult
-
-
-def _rng(text: str) -> np.random.Generator:
-    return np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:12], 16))
-
-
-class FixedStudent:
-    """Word marginals, embeddings and MC passes that depend on the text alone."""
-
-    n_labels = 5
-
-    def predict(self, texts: list[str]) -> list[list[Any]]:
-        return [[] for _ in texts]
-
-    def pool_outputs(self, texts: list[str]) -> PoolOutputs:
-        marg = [_rng(t).dirichlet(np.full(self.n_labels, 0.5), size=len(t.split())).astype(np.float32)
-                for t in texts]
-        emb = np.array([_rng(t + "#e").normal(size=8) for t in texts], np.float32)
-        return PoolOutputs(marg, emb / np.linalg.norm(emb, axis=1, keepdims=True))
-
-    def mc_head_marginals(self, texts: list[str], seed: int = 0) -> list[np.ndarray]:
-        return [_rng(t + "#mc").dirichlet(np.full(self.n_labels, 0.5), size=(3, len(t.split()))) for t in texts]
 
 
 @pytest.fixture
 def trained_sets(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    seen: list[list[str]] = []
-
-    def fake_train(train_set: list[Any], gold: list[Any], config: Any, **_: Any) -> TrainResult:
-        seen.append([ex.text for ex in train_set])
-        return TrainResult(FixedStudent(), {"best_epoch": 1, "train_time_s": 0.0})  # type: ignore[arg-type]
-
-    monkeypatch.setattr(training.trainer, "train", fake_train)
-    return seen
+    return record_training(monkeypatch)
 
 
 @pytest.mark.parametrize(("unit", "round_size", "strategy"),

@@ -1,51 +1,20 @@
 """Every acquisition strategy drives `llmaaa simulate`'s loop (with a stand-in student, so it runs in seconds).
 
 The real student is trained in test_simulate.py; here the trainer is replaced by one whose word
-marginals and embeddings are a fixed function of the text, so what each round must pick is known.
+marginals and embeddings are a fixed function of the text (tests/llmaaa/simulate_fakes.py), so what each
+round must pick is known.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
-import training.trainer
 from acquisition import available_strategies
 from llmaaa.simulate import SimulationConfig, run_simulation
-from training.model import PoolOutputs
-from training.trainer import TrainResult
-
-
-def _rng(text: str) -> np.random.Generator:
-    return np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:12], 16))
-
-
-class TextDeterminedStudent:
-    """Marginals and embeddings that depend on the text alone (so acquisition has a known answer)."""
-
-    n_labels = 5
-
-    def predict(self, texts: list[str]) -> list[list[Any]]:
-        return [[] for _ in texts]
-
-    def pool_outputs(self, texts: list[str]) -> PoolOutputs:
-        marginals, embeddings = [], []
-        for text in texts:
-            rng = _rng(text)
-            marginals.append(rng.dirichlet(np.full(self.n_labels, 0.5), size=max(1, len(text.split()))))
-            e = rng.normal(size=16)
-            embeddings.append(e / np.linalg.norm(e))
-        return PoolOutputs([m.astype(np.float32) for m in marginals], np.array(embeddings, np.float32))
-
-    def mc_head_marginals(self, texts: list[str], seed: int = 0) -> list[np.ndarray]:
-        """BALD's MC-dropout passes: two text-determined draws per sentence."""
-        return [np.stack([m, _rng(t + "#mc").dirichlet(np.full(self.n_labels, 0.5), size=len(m))])
-                for t, m in zip(texts, self.pool_outputs(texts).marginals, strict=True)]
+from tests.llmaaa.simulate_fakes import TextDeterminedStudent, record_training
 
 
 def least_confident_first(text: str) -> float:
@@ -54,14 +23,7 @@ def least_confident_first(text: str) -> float:
 
 @pytest.fixture
 def trained_sets(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    seen: list[list[str]] = []
-
-    def fake_train(train_set: list[Any], gold: list[Any], config: Any, **_: Any) -> TrainResult:
-        seen.append([ex.text for ex in train_set])
-        return TrainResult(TextDeterminedStudent(), {"best_epoch": 1, "train_time_s": 0.0})  # type: ignore[arg-type]
-
-    monkeypatch.setattr(training.trainer, "train", fake_train)
-    return seen
+    return record_training(monkeypatch)
 
 
 @pytest.mark.parametrize("strategy", available_strategies())
