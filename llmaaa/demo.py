@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from llmaaa.cli import positive_int
 from llmaaa.services import (
     REPO_ROOT,
     LabelStudioConfig,
@@ -33,7 +34,9 @@ from llmaaa.services import (
     llmaaa_command,
     port_open,
     spawn,
+    start_backend,
     start_label_studio,
+    start_worker,
     wait_until,
 )
 
@@ -56,7 +59,7 @@ def register(sub: Any) -> None:
     p.add_argument("--llm", choices=LLM_KINDS, default="simulated",
                    help="simulated: answers from gold labels with noise (instant); local: the real Gemma 3 270M "
                         "on llama.cpp (`make install-llm`; seconds per task)")
-    p.add_argument("--llm-threads", type=_at_least_one, default=1,
+    p.add_argument("--llm-threads", type=positive_int, default=1,
                    help="--llm local: CPU threads of the one llama.cpp instance (1 is fastest on a busy box)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset folder (../shared/data format)")
     p.add_argument("--labels", type=Path, default=REPO_ROOT / "examples" / "bc5cdr" / "labels.json")
@@ -88,13 +91,6 @@ def register(sub: Any) -> None:
     a.add_argument("--token", default=LabelStudioConfig(data_dir=Path(".")).token)
     a.add_argument("--project", type=int, help="default: the demo project")
     a.set_defaults(func=cmd_demo_annotate)
-
-
-def _at_least_one(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return n
 
 
 def first_batch_size(args: argparse.Namespace) -> int:
@@ -255,11 +251,9 @@ def _start_services(args: argparse.Namespace, plan: LLMPlan, services: list[Serv
     env = backend_env(args, plan, ls_cfg)
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     print(f"starting the backend at {backend_url} ...", flush=True)
-    backend = spawn("backend", llmaaa_command("serve", "--port", str(args.backend_port)), backend_url,
-                    state / "backend.log", env)
-    services.append(backend)
-    wait_until(backend, http_ok(f"{backend_url}/health"), 300)  # torch import: a minute on a busy box
-    services.append(spawn("worker", llmaaa_command("worker"), "rq", state / "worker.log", env))
+    # 300 s: importing torch takes a minute on a busy box.
+    services.append(start_backend(env, state, timeout=300, port=args.backend_port, log_name="backend.log"))
+    services.append(start_worker(env, state, log_name="worker.log"))
     return ls_cfg, env, backend_url
 
 

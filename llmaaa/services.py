@@ -283,16 +283,19 @@ def start_fake_llm(data: Path, log_dir: Path, *options: str, timeout: float = 60
     return svc
 
 
-def start_backend(env: Mapping[str, str], log_dir: Path, *options: str, timeout: float = 60.0) -> Service:
-    """`llmaaa serve` (with `options`, e.g. `--dev`) at a free port with `env`, answering /health; `.url` is
-    its base URL. Importing torch takes a minute on a loaded machine: callers that start it there wait longer."""
-    port = free_port()
+def start_backend(env: Mapping[str, str], log_dir: Path, *options: str, timeout: float = 60.0,
+                  port: int | None = None, log_name: str | None = None) -> Service:
+    """`llmaaa serve` (with `options`, e.g. `--dev`) at `port` (None: a free one) with `env`, answering /health;
+    `.url` is its base URL; it logs to `log_dir / log_name` (default `backend-<port>.log`). Importing torch
+    takes a minute on a loaded machine: callers that start it there wait longer."""
+    port = free_port() if port is None else port
     svc = spawn("backend", llmaaa_command("serve", *options, "--port", str(port)), f"http://127.0.0.1:{port}",
-                log_dir / f"backend-{port}.log", env)
+                log_dir / (log_name or f"backend-{port}.log"), env)
     wait_until(svc, http_ok(f"{svc.url}/health"), timeout)
     return svc
 
 
-def start_worker(env: Mapping[str, str], log_dir: Path) -> Service:
-    """An RQ worker (`llmaaa worker`) with `env`, logging to a file of its own in `log_dir`."""
-    return spawn("worker", llmaaa_command("worker"), "rq", log_dir / f"worker-{time.time_ns()}.log", env)
+def start_worker(env: Mapping[str, str], log_dir: Path, log_name: str | None = None) -> Service:
+    """An RQ worker (`llmaaa worker`) with `env`, logging to `log_dir / log_name` (default: a file of its own)."""
+    return spawn("worker", llmaaa_command("worker"), "rq", log_dir / (log_name or f"worker-{time.time_ns()}.log"),
+                 env)
