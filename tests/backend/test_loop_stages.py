@@ -77,6 +77,22 @@ def test_two_rounds_keep_every_prelabel_and_serve_the_round_head(ls: FakeLabelSt
     assert not [p for p in ls.prediction_rows.values() if p["model_version"] == "acq-r1"]
 
 
+
+def test_a_round_picks_only_tasks_the_llm_has_not_labelled_until_none_is_left(ls: FakeLabelStudio,
+                                                                              tmp_path: Path) -> None:
+    edited = "An edited text about aspirin ."
+    services = FakeServices(tmp_path, KnownAnswersLLM({**ANSWERS, edited: [("aspirin", "Chemical")]}), knn_k=0)
+    orders = [acquire_round(ls, 1, services.settings, "random", batch=10, progress=False, seed=seed,
+                            services=services).order for seed in (1, 2, 3)]
+    # The old code drew every round from all unannotated tasks, so rounds re-picked labelled ones.
+    assert sorted(tid for order in orders for tid in order) == list(range(1, 31))
+    ls.task_rows[5]["data"]["text"] = edited  # a changed text is new to the LLM
+    fourth = acquire_round(ls, 1, services.settings, "random", batch=10, progress=False, seed=4, services=services)
+    assert fourth.order == [5]
+    fifth = acquire_round(ls, 1, services.settings, "random", batch=4, progress=False, seed=5, services=services)
+    assert len(fifth.order) == 4  # every task labelled: all are candidates again
+    assert shown_everywhere(ls, services) == []
+
 def test_failed_tasks_are_outside_the_queue_and_recorded_as_not_annotated(ls: FakeLabelStudio,
                                                                          tmp_path: Path) -> None:
     failing = [TEXTS[i] for i in range(1, 31)]  # every call fails except those answered below
@@ -92,11 +108,16 @@ def test_failed_tasks_are_outside_the_queue_and_recorded_as_not_annotated(ls: Fa
 
 def test_no_task_annotated_leaves_the_previous_version_serving(ls: FakeLabelStudio, tmp_path: Path) -> None:
     services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), knn_k=0)
-    acquire_round(ls, 1, services.settings, "random", batch=5, progress=False, services=services)
+    first = acquire_round(ls, 1, services.settings, "random", batch=5, progress=False, services=services)
     ls.fail_on.add("projects.import_predictions")
     with pytest.raises(LabelStudioError):
         acquire_round(ls, 1, services.settings, "random", batch=5, progress=False, services=services)
-    assert ls.project.model_version == "acq-r1" and shown_everywhere(ls, services) == []
+    assert ls.project.model_version == "acq-r1"
+    assert all(ls.shown_prediction(tid) is not None for tid in first.order)  # the old queue still serves
+    # The failed round's new LLM labels are kept and published by the next round that succeeds.
+    ls.fail_on.discard("projects.import_predictions")
+    acquire_round(ls, 1, services.settings, "random", batch=5, progress=False, services=services)
+    assert shown_everywhere(ls, services) == []
 
 
 def test_publish_refuses_an_empty_queue(ls: FakeLabelStudio) -> None:
