@@ -26,11 +26,18 @@ from acquisition.scoring import score_pool
 from backend.composition import Services
 from backend.labelstudio import LabelStudioError
 from backend.project_snapshot import ProjectSnapshot, read_project, split_verified
-from backend.queue_publisher import QueueItem, publish_queue, round_version, unannotated_with_labels
+from backend.queue_publisher import (
+    QueueItem,
+    current_label,
+    publish_queue,
+    round_version,
+    unannotated_with_labels,
+)
 from backend.retrier import mark_status
 from backend.settings import Settings
 from backend.student import StudentHandle, load_latest_student
 from backend.suspects import suspect_scores
+from training.spans import Span
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +133,7 @@ def select_tasks(pool: PoolData, strategy: QueryStrategy, batch: int, suspect_fr
     return [int(i) for i in order]
 
 
-def acquisition_candidates(snapshot: ProjectSnapshot, labels: Mapping[int, tuple[str, list[Any]]],
+def acquisition_candidates(snapshot: ProjectSnapshot, labels: Mapping[int, tuple[str, list[Span]]],
                            suspect_fraction: float) -> ProjectSnapshot:
     """The snapshot with only the unlabeled tasks a round may pick: those the LLM has not labelled yet (on
     their current text). Re-picking a labelled task buys nothing: its reply is cached, it already carries its
@@ -136,8 +143,7 @@ def acquisition_candidates(snapshot: ProjectSnapshot, labels: Mapping[int, tuple
     every task is labelled, all stay candidates."""
     if suspect_fraction > 0:
         return snapshot
-    fresh = [t for t in snapshot.unlabeled
-             if int(t["id"]) not in labels or labels[int(t["id"])][0] != snapshot.text_of(t)]
+    fresh = [t for t in snapshot.unlabeled if current_label(labels, t, snapshot.schema.value_key) is None]
     return replace(snapshot, unlabeled=fresh) if fresh else snapshot
 
 

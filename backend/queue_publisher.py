@@ -118,14 +118,21 @@ def stale_versions(ls: Any, project_id: int, keep_version: str) -> list[str]:
     return [v for v in model_versions(ls, project_id) if v.startswith(ROUND_PREFIX) and v != keep_version]
 
 
+def current_label(labels: Mapping[int, tuple[str, list[Span]]], task: Mapping[str, Any],
+                  value_key: str) -> list[Span] | None:
+    """The task's recorded LLM spans if they were made on its current text, else None (never asked, or the
+    text changed since)."""
+    label = labels.get(int(task["id"]))
+    return label[1] if label is not None and label[0] == (task.get("data") or {}).get(value_key) else None
+
+
 def unannotated_with_labels(tasks: Sequence[Mapping[str, Any]], labels: Mapping[int, tuple[str, list[Span]]],
                             value_key: str, annotated: set[int]) -> list[QueueItem]:
     """Every unannotated task whose recorded LLM label was made on its current text, by task id."""
     items = []
     for task in tasks:
-        tid = int(task["id"])
-        text = (task.get("data") or {}).get(value_key)
-        if tid in annotated or tid not in labels or labels[tid][0] != text:
+        spans = current_label(labels, task, value_key)
+        if int(task["id"]) in annotated or spans is None:
             continue
-        items.append(QueueItem(tid, text, labels[tid][1]))
+        items.append(QueueItem(int(task["id"]), task["data"][value_key], spans))
     return sorted(items, key=lambda item: item.task_id)
