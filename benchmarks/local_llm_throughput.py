@@ -80,21 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from llmaaa.services import free_port, http_ok, llmaaa_command, spawn, wait_until
+    from llmaaa.services import start_local_llm
 
     prompts, fmt = build_prompts(args.prompts, args.seed)
     rows = []
     for shape in args.shapes.split(","):
         inst_threads, in_flight = shape.split(":")
         instances, threads = (int(x) for x in inst_threads.split("x"))
-        port = free_port()
-        svc = spawn("local-llm", llmaaa_command("local-llm", "--port", str(port), "--concurrency", str(instances),
-                                                "--threads", str(threads)),
-                    f"http://127.0.0.1:{port}/v1", REPO / ".llmaaa" / "local-llm-bench.log")
+        svc = start_local_llm(REPO / ".llmaaa" / "local-llm-bench.log", "--concurrency", str(instances),
+                              "--threads", str(threads))
         try:
-            wait_until(svc, http_ok(f"http://127.0.0.1:{port}/v1/models"), 900)
             row = {"instances": instances, "threads_per_instance": threads,
-                   **measure(f"http://127.0.0.1:{port}/v1", prompts, fmt, int(in_flight))}
+                   **measure(svc.url, prompts, fmt, int(in_flight))}
         finally:
             svc.stop()
         log.info("%s", row)

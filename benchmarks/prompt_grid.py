@@ -67,15 +67,11 @@ def endpoint(base_url: str | None, threads: int, concurrency: int, log_dir: Path
     if base_url:
         yield base_url
         return
-    from llmaaa.services import free_port, http_ok, llmaaa_command, spawn, wait_until
+    from llmaaa.services import start_local_llm
 
-    port = free_port()
-    svc = spawn("local-llm", llmaaa_command("local-llm", "--port", str(port), "--threads", str(threads),
-                                            "--concurrency", str(concurrency)),
-                f"http://127.0.0.1:{port}/v1", log_dir / "local-llm.log")
+    svc = start_local_llm(log_dir / "local-llm.log", "--threads", str(threads), "--concurrency", str(concurrency))
     try:
-        wait_until(svc, http_ok(f"http://127.0.0.1:{port}/v1/models"), 900)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield svc.url
     finally:
         svc.stop()
 

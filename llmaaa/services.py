@@ -283,6 +283,17 @@ def start_fake_llm(data: Path, log_dir: Path, *options: str, timeout: float = 60
     return svc
 
 
+def start_local_llm(log_path: Path, *options: str, timeout: float = 900.0,
+                    env: Mapping[str, str] | None = None) -> Service:
+    """`llmaaa local-llm` (the real Gemma 3 270M) with `options` (threads, concurrency, ...) at a free port,
+    answering; `.url` is its `/v1` base URL. Loading is seconds on a quiet box; a loaded one needs minutes."""
+    port = free_port()
+    svc = spawn("local-llm", llmaaa_command("local-llm", "--port", str(port), *options),
+                f"http://127.0.0.1:{port}/v1", log_path, env)
+    wait_until(svc, http_ok(f"{svc.url}/models"), timeout)
+    return svc
+
+
 def start_backend(env: Mapping[str, str], log_dir: Path, *options: str, timeout: float = 60.0,
                   port: int | None = None, log_name: str | None = None) -> Service:
     """`llmaaa serve` (with `options`, e.g. `--dev`) at `port` (None: a free one) with `env`, answering /health;

@@ -18,7 +18,7 @@ import pytest
 
 from llmaaa import llm_eval
 from llmaaa.llm_eval import CachedEmbedder, EvalConfig, RandomDemos, build_schema, run_eval
-from llmaaa.services import free_port, http_ok, llmaaa_command, serve_in_thread, spawn, wait_until
+from llmaaa.services import free_port, llmaaa_command, serve_in_thread, start_local_llm
 from llmaaa.simulation.server import FaultConfig, create_app
 from llmaaa.simulation.teacher import SimulatedTeacher
 from training.data import load_split, sample
@@ -197,13 +197,10 @@ def test_real_local_llm_cli_annotates_five_bc5cdr_dev_sentences(bc5cdr_dir: Path
     """
     from llmaaa.demo import LOCAL_MODEL_ID
 
-    port = free_port()
     env = {"LLMAAA_TORCH_THREADS": os.environ.get("LLMAAA_TORCH_THREADS", "1"), "OPENAI_API_KEY": "local"}
-    server = spawn("local-llm", llmaaa_command("local-llm", "--port", str(port), "--model-name", LOCAL_MODEL_ID,
-                                               "--concurrency", "1", "--threads", "1"),
-                   f"http://127.0.0.1:{port}/v1", tmp_path / "local-llm.log", env)
+    server = start_local_llm(tmp_path / "local-llm.log", "--model-name", LOCAL_MODEL_ID, "--concurrency", "1",
+                             "--threads", "1", timeout=300, env=env)
     try:
-        wait_until(server, http_ok(f"{server.url}/models"), 300)
         out = tmp_path / "eval"
         began = time.monotonic()
         run = subprocess.run(
@@ -213,7 +210,7 @@ def test_real_local_llm_cli_annotates_five_bc5cdr_dev_sentences(bc5cdr_dir: Path
                            "--cache", str(tmp_path / "cache")),
             env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
         took = time.monotonic() - began
-        stats = httpx.get(f"http://127.0.0.1:{port}/v1/local/stats", timeout=10).json()
+        stats = httpx.get(f"{server.url}/local/stats", timeout=10).json()
     finally:
         server.stop()
     assert run.returncode == 0, f"{run.stderr[-3000:]}\nlocal-llm log:\n{server.tail()}"
