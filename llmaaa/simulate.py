@@ -76,6 +76,8 @@ class SimulationConfig:
     # Stop (progress saved, no results.json) once a round has trained on this many labels; a later run with
     # resume=True continues. Lets a grid reach a budget in every cell before going further in any.
     stop_at: int | None = None
+    # --teacher llm only: where its replies and embeddings are cached (default ./.llmaaa/llm-teacher-cache).
+    teacher_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.teacher_kind not in TEACHER_KINDS:
@@ -201,6 +203,9 @@ def register(sub: Any) -> None:
                    help="continue an interrupted run from its last finished round (OUT/progress.json)")
     p.add_argument("--round0-cache", type=Path,
                    help="folder to share round 0 (the same random seed set) between runs that differ in strategy")
+    p.add_argument("--teacher-cache", type=Path,
+                   help="--teacher llm: folder of its reply cache (default ./.llmaaa/llm-teacher-cache); a re-run "
+                        "with the same endpoint, model and demonstrations makes no LLM call")
     p.add_argument("--budget-unit", choices=BUDGET_UNITS, default="sentences",
                    help="what --round-size counts: sentences, words a reviewer reads, or estimated LLM tokens "
                         "(the seed set stays --seed-size sentences)")
@@ -228,6 +233,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         encoder=args.encoder, demo_aware=args.demo_aware, gold_only=args.gold_only, batch_size=args.batch_size,
         round0_cache=args.round0_cache, teacher_kind=args.teacher, recipe=args.recipe, train_options=train_options,
         budgets=args.budgets, resume=args.resume, budget_unit=args.budget_unit,
+        teacher_cache=args.teacher_cache,
     )
     try:
         build_train_config(cfg)  # a bad recipe or option fails here, before any data is loaded
@@ -300,11 +306,21 @@ def make_teacher(cfg: SimulationConfig, pool: list[Example], labels: list[str], 
     if cls is None:
         raise ValueError("llmaaa.simulation.llm_teacher defines no LLMTeacher class")
     # Its constructor is the module's business: pass what this loop knows, by the names it asks for.
-    known = {"labels": labels, "gold": gold, "demos": gold, "pool": pool, "seed": cfg.seed}
+    known = {"labels": labels, "gold": gold, "demos": gold, "pool": pool, "seed": cfg.seed,
+             "descriptions": _label_hints(cfg.data)}
+    if cfg.teacher_cache is not None:
+        known["cache_dir"] = cfg.teacher_cache
     params = inspect.signature(cls).parameters
     teacher = cls(**{k: v for k, v in known.items() if k in params})
     error = getattr(module, "LLMTeacherError", None)
     return _FailedCallIsNotAnnotated(teacher, error) if isinstance(error, type) else teacher
+
+
+def _label_hints(data: Path) -> dict[str, str]:
+    """The dataset's verbalized labels (examples/<name>/labels.json), as the backend and `llm-eval` prompt."""
+    from llmaaa.llm_eval import label_descriptions
+
+    return label_descriptions(data)
 
 
 class _FailedCallIsNotAnnotated:
@@ -384,7 +400,7 @@ def _auc(correct: np.ndarray, score: np.ndarray) -> float | None:
 
 # Fields that do not change round 0: what happens after it, and where results go.
 _NOT_ROUND0 = {"out", "strategy", "rounds", "round_size", "round0_cache", "budgets", "resume", "budget_unit",
-               "stop_at"}
+               "stop_at", "teacher_cache"}
 # Keyed by the TrainConfig they resolve to instead (so `--max-epochs 10` and the default share round 0).
 _TRAINING_FIELDS = {"reweight", "max_epochs", "patience", "batch_size", "recipe", "train_options"}
 PROGRESS = "progress.json"
@@ -393,7 +409,7 @@ PROGRESS = "progress.json"
 def run_key(cfg: SimulationConfig) -> str:
     """What a run's outcome depends on (not where it is written): a resumed run must have the same."""
     key = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()
-           if k not in ("out", "round0_cache", "resume", "stop_at")}
+           if k not in ("out", "round0_cache", "resume", "stop_at", "teacher_cache")}
     key["train_config"] = asdict(build_train_config(cfg))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 

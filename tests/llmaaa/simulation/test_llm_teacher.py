@@ -100,7 +100,8 @@ def test_simulate_teacher_llm_labels_through_the_endpoint_end_to_end(bc5cdr_dir:
         monkeypatch.setenv("OPENAI_API_KEY", "simulated")
         monkeypatch.delenv("LLM_MODEL", raising=False)  # asked from GET /v1/models
         code = main(["simulate", "--data", str(bc5cdr_dir), "--out", str(tmp_path / "sim"), "--teacher", "llm",
-                     "--strategy", "random", "--seed-size", "8", "--round-size", "4", "--rounds", "1",
+                     "--teacher-cache", str(tmp_path / "replies"), "--strategy", "random", "--seed-size", "8",
+                     "--round-size", "4", "--rounds", "1",
                      "--gold-size", "6", "--max-epochs", "1", "--pool-size", "30", "--test-size", "10",
                      "--seed", "3"])
         counters = httpx.get(url + "/simulation/stats").json()["counters"]
@@ -110,3 +111,25 @@ def test_simulate_teacher_llm_labels_through_the_endpoint_end_to_end(bc5cdr_dir:
     assert teacher["calls"] == 12 == counters["requests"]  # one call a label, none from a cache (a fresh run)
     assert teacher["labels"] + teacher["not_annotated"] == 12 and teacher["labels"] >= 10
     assert teacher["f1"] > 0.9  # noise 0: the endpoint answered gold, and the loop kept what it answered
+    assert (tmp_path / "replies" / "costs.jsonl").is_file() and not (tmp_path / ".llmaaa").exists()
+
+
+def test_simulate_gives_the_llm_teacher_the_verbalized_labels_and_its_cache(bc5cdr_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's real teacher is prompted as the backend and `llm-eval` are: with examples/<data>/labels.json."""
+    import llmaaa.simulation.llm_teacher as module
+    from llmaaa.simulate import SimulationConfig, make_teacher
+
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, gold: list[Example], labels: list[str], *, descriptions: dict[str, str],
+                     cache_dir: Path | None = None) -> None:
+            seen.update(descriptions=descriptions, cache_dir=cache_dir, labels=labels)
+
+    monkeypatch.setattr(module, "LLMTeacher", Recorder)
+    cfg = SimulationConfig(data=bc5cdr_dir, out=tmp_path, teacher_kind="llm", teacher_cache=tmp_path / "c")
+    make_teacher(cfg, [], ["Chemical", "Disease"], [])
+    hints = seen["descriptions"]
+    assert isinstance(hints, dict) and "drug" in hints["Chemical"] and "disease" in hints["Disease"]
+    assert seen["cache_dir"] == tmp_path / "c"
