@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                                      demo_pool=args.demo_pool, embedding_cache=EMBEDDINGS,
                                      concurrency=args.concurrency, cache=args.cache, timeout=600)
                     res = run_eval(cfg)
+                    if res["failed"] == res["n"]:  # a dead endpoint (e.g. a crashed local server), not a finding
+                        raise SystemExit(f"{ds}/{cell.name}: every one of {res['n']} calls failed; "
+                                         "not recorded: is the endpoint up? (local-llm.log)")
                     res_path = cfg.out / "results.json"
                     res["machine"] = {**machine(), "load_avg": os.getloadavg()}
                     tmp = res_path.with_suffix(".tmp")

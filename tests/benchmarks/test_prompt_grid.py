@@ -48,3 +48,14 @@ def test_cells_vary_one_factor_from_the_base() -> None:
     for cell in grid.CELLS[1:]:
         diffs = [f for f in ("demos", "k", "hints", "json_schema") if getattr(cell, f) != getattr(base, f)]
         assert len(diffs) == 1 or (cell.demos == "none" and set(diffs) == {"demos", "k"})
+
+
+def test_a_cell_whose_every_call_failed_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crashed local server fails every call: that is a dead endpoint, not a cell with F1 0."""
+    import llmaaa.llm_eval as llm_eval
+
+    monkeypatch.setattr(llm_eval, "run_eval", lambda cfg: {**fake_result(0.0), "failed": 200})
+    with pytest.raises(SystemExit, match="every one of 200 calls failed"):
+        grid.main(["--datasets", "bc5cdr", "--cells", "base", "--out", str(tmp_path),
+                   "--base-url", "http://127.0.0.1:9/v1"])
+    assert not (tmp_path / "bc5cdr" / "base" / "results.json").exists()
