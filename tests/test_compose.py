@@ -102,3 +102,13 @@ def test_env_local_llm_points_backend_and_worker_at_the_profile_with_the_demo_se
         env = SERVICES[name]["environment"]
         for key in values:
             assert str(env.get(key, "")).startswith(f"${{{key}:-"), (name, key, env.get(key))
+
+
+def test_env_example_lists_every_variable_the_compose_file_interpolates_at_its_default() -> None:
+    """The compose header says `cp .env.example .env`: that file must exist and give the same defaults."""
+    text = (REPO / "docker-compose.yml").read_text()
+    defaults = dict(re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text))
+    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert defaults and set(example) == set(defaults)
+    assert example == defaults
