@@ -135,7 +135,8 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None, 
     if not train_set:
         return {"status": "skipped", "reason": "no LLM-labeled tasks to train on yet"}
     timer.stage(f"training on {len(train_set)} LLM-labeled tasks", 0.1)
-    result = train_student(train_set, split.meta, snapshot.schema, settings, timer.progress, dev=split.dev or None)
+    result = train_student(train_set, split.meta, snapshot.schema, settings, timer.progress, dev=split.dev or None,
+                           config=config)
     timer.stage("evaluating", 0.75)
     labels = ask_llm_about(services, snapshot, split, labels)
     comparison = compare_on_held_out(result.model, split.evaluation, labels, settings.compare_min_tasks)
@@ -197,12 +198,12 @@ def train_config(settings: Settings) -> Any:
 
 
 def train_student(train_set: list[Example], meta: list[Example], schema: LabelSchema, settings: Settings,
-                  progress: Progress, dev: list[Example] | None = None) -> Any:
+                  progress: Progress, dev: list[Example] | None = None, config: Any = None) -> Any:
     """The student on `train_set`, reweighted against `meta`, early-stopped on `dev` (None: the trainer's
-    rule, the meta set or its held-out share)."""
+    rule, the meta set or its held-out share); `config` is the job's `train_config(settings)`, built once."""
     from training.trainer import train
 
-    config = train_config(settings)
+    config = config if config is not None else train_config(settings)
 
     def on_step(info: Mapping[str, Any]) -> None:
         epochs, steps = max(1, int(info.get("max_epochs") or 1)), max(1, int(info.get("total_steps") or 1))

@@ -198,7 +198,8 @@ def test_the_retrain_job_trains_on_neither_its_dev_nor_its_evaluation_tasks(
         pass
 
     def fake_train_student(train_set: list[Example], meta: list[Example], schema: Any, settings: Any,
-                           progress: Any, dev: list[Example] | None = None) -> Any:
+                           progress: Any, dev: list[Example] | None = None, config: Any = None) -> Any:
+        assert config == retrain.train_config(settings)  # the job's one TrainConfig, handed down
         seen.update(train={ex.id for ex in train_set}, meta={ex.id for ex in meta}, dev={ex.id for ex in dev or []})
         raise Trained
 
