@@ -233,14 +233,20 @@ class LLMAnnotator:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="annotate") as pool, \
                 tqdm(total=len(unique), desc="LLM annotation", unit="text", disable=not progress) as bar:
             futures = {pool.submit(self.annotate, text, variant): (text, variant) for text, variant in unique}
-            for future in as_completed(futures):
-                outcome = future.result()
-                done[futures[future]] = outcome
-                counts["ok" if outcome.ok else "failed"] += 1
-                counts["cached"] += int(outcome.cached)
-                bar.set_postfix(ok=counts["ok"], failed=counts["failed"], cached=counts["cached"],
-                                refresh=False)
-                bar.update()
+            try:
+                for future in as_completed(futures):
+                    outcome = future.result()
+                    done[futures[future]] = outcome
+                    counts["ok" if outcome.ok else "failed"] += 1
+                    counts["cached"] += int(outcome.cached)
+                    bar.set_postfix(ok=counts["ok"], failed=counts["failed"], cached=counts["cached"],
+                                    refresh=False)
+                    bar.update()
+            except BaseException:
+                # Ctrl-C or SIGTERM (SystemExit): the pool's exit would otherwise wait for every queued
+                # call of the batch; drop the ones not started, let the in-flight ones finish.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         log.info("annotated %d texts (%d distinct requests): %d ok, %d failed, %d from cache", len(texts),
                  len(unique), counts["ok"], counts["failed"], counts["cached"])
         return [done[request] for request in requests]

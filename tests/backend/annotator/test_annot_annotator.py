@@ -186,3 +186,19 @@ def test_latency_of_many_is_concurrent(make: Any, fake_llm: FakeLLM) -> None:
     assert all(o.ok for o in outcomes)
     # Overlap seen by the server, not wall-clock time: the machine may be loaded (the serial run is 1.6 s).
     assert fake_llm.max_in_flight >= 3
+
+
+def test_an_interrupted_batch_stops_asking_instead_of_finishing_its_queue(make: Any, fake_llm: FakeLLM) -> None:
+    """Ctrl-C / SIGTERM in the middle of a bulk batch: the calls not started yet are dropped (a grid's
+    `kill` used to wait for all 200 queued calls of its cell)."""
+    import _thread
+
+    fake_llm.default = sleep_then(0.1, lexicon_llm)
+    annotator = make()
+    timer = threading.Timer(0.35, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        annotator.annotate_many([f"aspirin case {i}" for i in range(40)], concurrency=2, progress=False)
+    timer.cancel()
+    asked = fake_llm.count
+    assert 2 <= asked <= 12  # about 0.35 s of 2 lanes at 0.1 s a call, then only the in-flight ones
