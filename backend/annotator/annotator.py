@@ -152,7 +152,17 @@ class LLMAnnotator:
     def cache_key(self, text: str, variant: RequestVariant = BASE) -> str:
         """The reply cache key of `text`'s request on `variant`'s rung (messages and sampling both in it)."""
         return ReplyCache.key(self.client.model, self.template.cache_id, self.messages_for(text, variant),
-                              variant.sampling(text).cache_part())
+                              self._key_part(variant.sampling(text)))
+
+    def _key_part(self, sampling: Sampling) -> dict[str, Any] | None:
+        """What of the request, besides model, template and messages, changes the reply: the sampling of a
+        retry rung, and free-text output. JSON-schema requests keep the keys they always had; a free-text
+        request (LLM_STRUCTURED_OUTPUT=false, or an endpoint that rejects json_schema) gets its own, so it
+        is never served a reply that was made under the schema."""
+        part = dict(sampling.cache_part() or {})
+        if getattr(self.client, "schema_supported", None) is False:
+            part["output"] = "text"
+        return part or None
 
     def annotate(self, text: str, variant: RequestVariant = BASE) -> AnnotationOutcome:
         if not isinstance(text, str) or not text.strip():
@@ -174,7 +184,7 @@ class LLMAnnotator:
 
     def _annotate(self, text: str, messages: list[dict[str, str]], sampling: Sampling) -> AnnotationOutcome:
         model = self.client.model
-        key = ReplyCache.key(model, self.template.cache_id, messages, sampling.cache_part())
+        key = ReplyCache.key(model, self.template.cache_id, messages, self._key_part(sampling))
         completion = self.cache.get(key) if self.cache is not None else None
         cached = completion is not None
         if completion is None:

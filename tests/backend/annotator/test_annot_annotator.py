@@ -202,3 +202,19 @@ def test_an_interrupted_batch_stops_asking_instead_of_finishing_its_queue(make: 
     timer.cancel()
     asked = fake_llm.count
     assert 2 <= asked <= 12  # about 0.35 s of 2 lanes at 0.1 s a call, then only the in-flight ones
+
+
+def test_free_text_requests_are_never_served_replies_made_under_the_json_schema(make: Any,
+                                                                                 fake_llm: FakeLLM) -> None:
+    """Same messages, other output format, other reply: the prompt grid's free-text cells were served the
+    JSON-schema cells' cached replies (183 of 200) until the key told them apart."""
+    text = "cocaine caused seizures"
+    structured = make()
+    assert structured.annotate(text).ok and fake_llm.count == 1
+    assert structured.annotate(text).cached and fake_llm.count == 1
+    free = make(structured_output=False)  # the same cache folder
+    outcome = free.annotate(text)
+    assert outcome.ok and not outcome.cached and fake_llm.count == 2
+    assert "response_format" not in fake_llm.requests[-1]
+    assert free.cache_key(text) != structured.cache_key(text)
+    assert free.annotate(text).cached and fake_llm.count == 2  # free text is cached under its own key
