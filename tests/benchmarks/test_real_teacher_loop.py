@@ -14,7 +14,8 @@ def write_run(out: Path, recipe: str, seed: int, teacher_f1: float, student_f1s:
     rounds = [{"labels": b, "f1": f, "cpu_seconds": 10.0} for b, f in zip([100, 300, 500], student_f1s, strict=True)]
     d.joinpath("results.json").write_text(json.dumps({
         "teacher": {"f1": teacher_f1, "not_annotated": 7, "calls": 507}, "rounds": rounds,
-        "final": {"f1": student_f1s[-1]}, "config": {"strategy": "least_confidence"}, "gold_size": 100,
+        "final": {"f1": student_f1s[-1]}, "config": {"strategy": "least_confidence", "budgets": [100, 300, 500]},
+        "gold_size": 100,
         "test_size": 1000, "pool_size": 4560}))
 
 
@@ -27,6 +28,19 @@ def test_report_gives_each_run_and_the_mean_gap_to_the_teacher(tmp_path: Path) -
     text = report(tmp_path, "bc5cdr")
     assert "| plain | 1 | 0.400 | 7 | 0.300 | 0.450 | 0.520 | +12.0 | 30 | 507 |" in text
     assert "plain +10.0 over 2 seed(s)" in text and "recipe +15.0 over 1 seed(s)" in text
+    assert "student F1 @500 calls" in text
+
+
+def test_the_gold_only_reference_is_compared_with_its_seeds_teacher(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", 1, 0.40, [0.30, 0.45, 0.52])
+    d = tmp_path / "bc5cdr" / "gold_only-seed1"
+    d.mkdir(parents=True)
+    d.joinpath("results.json").write_text(json.dumps({
+        "teacher": {"f1": None, "labels": 0}, "rounds": [{"labels": 0, "gold": 100, "f1": 0.47}],
+        "final": {"f1": 0.47}, "config": {"strategy": "least_confidence", "budgets": [100, 300, 500]}}))
+    text = report(tmp_path, "bc5cdr")
+    assert "| gold_only (no LLM labels) | 1 | - | - | - | - | 0.470 | +7.0 | 0 | 0 |" in text
+    assert "gold_only" not in text.split("Mean student")[1]  # the goal is about students of LLM labels
 
 
 def test_report_without_runs_says_so(tmp_path: Path) -> None:
