@@ -192,14 +192,20 @@ def test_an_interrupted_batch_stops_asking_instead_of_finishing_its_queue(make: 
     """Ctrl-C / SIGTERM in the middle of a bulk batch: the calls not started yet are dropped (a grid's
     `kill` used to wait for all 200 queued calls of its cell)."""
     import _thread
+    import signal
 
     fake_llm.default = sleep_then(0.1, lexicon_llm)
     annotator = make()
+    # Python's own Ctrl-C handler, whatever an earlier test of the session installed for SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.35, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        annotator.annotate_many([f"aspirin case {i}" for i in range(40)], concurrency=2, progress=False)
-    timer.cancel()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            annotator.annotate_many([f"aspirin case {i}" for i in range(40)], concurrency=2, progress=False)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     asked = fake_llm.count
     assert 2 <= asked <= 12  # about 0.35 s of 2 lanes at 0.1 s a call, then only the in-flight ones
 
