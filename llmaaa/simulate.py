@@ -306,21 +306,16 @@ def make_teacher(cfg: SimulationConfig, pool: list[Example], labels: list[str], 
     if cls is None:
         raise ValueError("llmaaa.simulation.llm_teacher defines no LLMTeacher class")
     # Its constructor is the module's business: pass what this loop knows, by the names it asks for.
+    from llmaaa.llm_eval import label_descriptions  # the verbalized labels the backend and llm-eval prompt with
+
     known = {"labels": labels, "gold": gold, "demos": gold, "pool": pool, "seed": cfg.seed,
-             "descriptions": _label_hints(cfg.data)}
+             "descriptions": label_descriptions(cfg.data)}
     if cfg.teacher_cache is not None:
         known["cache_dir"] = cfg.teacher_cache
     params = inspect.signature(cls).parameters
     teacher = cls(**{k: v for k, v in known.items() if k in params})
     error = getattr(module, "LLMTeacherError", None)
     return _FailedCallIsNotAnnotated(teacher, error) if isinstance(error, type) else teacher
-
-
-def _label_hints(data: Path) -> dict[str, str]:
-    """The dataset's verbalized labels (examples/<name>/labels.json), as the backend and `llm-eval` prompt."""
-    from llmaaa.llm_eval import label_descriptions
-
-    return label_descriptions(data)
 
 
 class _FailedCallIsNotAnnotated:
