@@ -45,3 +45,14 @@ def test_the_gold_only_reference_is_compared_with_its_seeds_teacher(tmp_path: Pa
 
 def test_report_without_runs_says_so(tmp_path: Path) -> None:
     assert "No run has finished yet." in report(tmp_path, "bc5cdr")
+
+
+def test_gold_only_is_compared_with_the_mean_of_its_seeds_teachers_whatever_the_order(tmp_path: Path) -> None:
+    write_run(tmp_path, "plain", 1, 0.40, [0.30, 0.45, 0.52])
+    write_run(tmp_path, "recipe", 1, 0.50, [0.30, 0.46, 0.55])
+    d = tmp_path / "bc5cdr" / "gold_only-seed1"
+    d.mkdir(parents=True)
+    d.joinpath("results.json").write_text(json.dumps({
+        "teacher": {"f1": None, "labels": 0}, "rounds": [{"labels": 0, "gold": 100, "f1": 0.47}],
+        "final": {"f1": 0.47}, "config": {"strategy": "least_confidence", "budgets": [100, 300, 500]}}))
+    assert "| gold_only (no LLM labels) | 1 | - | - | - | - | 0.470 | +2.0 | 0 | 0 |" in report(tmp_path, "bc5cdr")
