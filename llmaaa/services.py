@@ -30,15 +30,80 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LS_VENV = REPO_ROOT / ".venv-ls"
 
 
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (field 22 of /proc/PID/stat), or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def descendant_pids(pid: int) -> list[tuple[int, str]]:
+    """Every live descendant of `pid` with its start time, read from /proc; [] where there is no /proc.
+
+    A process group does not cover them all: RQ's work-horse leads a group of its own (`os.setpgrp`), so
+    `killpg` on the worker leaves it running, reparented to init.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[tuple[int, str]] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            started = _start_time(child)
+            if started is not None:
+                found.append((child, started))
+                stack.append(child)
+    return found
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """`sig` to `pid`'s process group and to each of its descendants, wherever their groups are."""
+    targets = descendant_pids(pid)
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    _signal_survivors(targets, sig)
+
+
+def _signal_survivors(targets: list[tuple[int, str]], sig: int) -> None:
+    for child, started in targets:
+        if _start_time(child) == started:  # the same process, not a later one that reuses the pid
+            try:
+                os.kill(child, sig)
+            except ProcessLookupError:
+                pass
+
+
 @dataclass
 class Service:
-    """A child process we started, with its log file; `stop()` is idempotent."""
+    """A child process we started, with its log file; `stop()` is idempotent.
+
+    `stop_signals` are sent in turn, `stop_grace` seconds apart, before the last one gets `timeout`: an RQ
+    worker takes a first SIGTERM as "finish the job" (warm shutdown) and a second as "kill the work-horse
+    now" (cold shutdown).
+    """
 
     name: str
     proc: subprocess.Popen[bytes] | None
     url: str
     log_path: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    stop_signals: tuple[int, ...] = (signal.SIGTERM,)
+    stop_grace: float = 10.0
 
     def alive(self) -> bool:
         return self.proc is None or self.proc.poll() is None
@@ -46,16 +111,25 @@ class Service:
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        # Each child leads its own process group, so its workers go too.
+        # Each child leads its own process group, so its workers go too; descendants that left the group
+        # (RQ's work-horse) are found first, so that none outlives the stop.
+        descendants = descendant_pids(self.proc.pid)
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            for i, sig in enumerate(self.stop_signals):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    return
+                last = i == len(self.stop_signals) - 1
+                try:
+                    self.proc.wait(timeout if last else self.stop_grace)
+                    return
+                except subprocess.TimeoutExpired:
+                    continue
+            kill_tree(self.proc.pid)
             self.proc.wait(5)
+        finally:
+            _signal_survivors(descendants, signal.SIGKILL)
 
     def tail(self, n: int = 40) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -308,5 +382,11 @@ def start_backend(env: Mapping[str, str], log_dir: Path, *options: str, timeout:
 
 def start_worker(env: Mapping[str, str], log_dir: Path, log_name: str | None = None) -> Service:
     """An RQ worker (`llmaaa worker`) with `env`, logging to `log_dir / log_name` (default: a file of its own)."""
-    return spawn("worker", llmaaa_command("worker"), "rq", log_dir / (log_name or f"worker-{time.time_ns()}.log"),
-                 env)
+    svc = spawn("worker", llmaaa_command("worker"), "rq", log_dir / (log_name or f"worker-{time.time_ns()}.log"),
+                env)
+    # A stop lets a short job end (warm shutdown), then kills the work-horse (cold): a retrain must not go on
+    # for minutes after "demo stopped" against services that are gone. A killed job is abandoned, not
+    # published (the model serving stays).
+    svc.stop_signals = (signal.SIGTERM, signal.SIGTERM)
+    svc.stop_grace = 5.0
+    return svc

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,16 @@ from backend.settings import Settings
 from backend.setup_project import preannotate, setup_project
 from backend.state import ProjectState
 from backend.student import model_store
-from llmaaa.services import LabelStudioConfig, Service, ensure_redis, free_port, start_redis, start_worker
+from llmaaa.services import (
+    LabelStudioConfig,
+    Service,
+    descendant_pids,
+    ensure_redis,
+    free_port,
+    kill_tree,
+    start_redis,
+    start_worker,
+)
 from tests.conftest import BC5CDR_LABELS, start_backend, wait_for
 from training.data import load_split
 
@@ -195,6 +202,15 @@ def test_burst_of_webhooks_queues_at_most_one_retrain_and_loses_no_count(
         conn.delete(new_key(pid), queued_key(pid))
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for a reaper is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def test_killed_worker_leaves_old_model_serving_and_next_job_succeeds(
     loop_env: dict[str, str], loop_backend: Service, label_studio: LabelStudioConfig, tmp_path: Path,
     project_with_student: int,
@@ -211,8 +227,11 @@ def test_killed_worker_leaves_old_model_serving_and_next_job_succeeds(
     ls.ml.train(id=ml.id)  # Label Studio's "Start training" button: START_TRAINING to /webhook
     wait_for("training to start", lambda: (state.get("job") or {}).get("stage", "").startswith("training"),
              timeout=120, interval=0.2)
-    os.killpg(worker.proc.pid, signal.SIGKILL)  # the worker and its work-horse, mid-training
+    horses = descendant_pids(worker.proc.pid)
+    assert horses, "RQ runs the job in a work-horse child process"
+    kill_tree(worker.proc.pid)  # the worker and its work-horse (a process group of its own), mid-training
     worker.proc.wait(10)
+    wait_for("the work-horse to be gone", lambda: not any(_running(p) for p, _ in horses), timeout=10, interval=0.2)
     time.sleep(1)
     assert state.get("student_version") == before
     assert model_store(data_dir, pid).latest() == before, "a killed job must not leave a loadable version"
