@@ -87,6 +87,25 @@ def test_report_tables_auc_and_goals() -> None:
     assert "| bc5cdr | chatgpt | random | lc − random | 2 | +4.0, +5.0 | +4.5 | ≥ +3.0 | yes |" in text
     assert "| bc5cdr | chatgpt | random | density − lc | 1 | -1.0 | -1.0 | ≥ +0.0 | no |" in text
     assert grid.cpu_hours(runs, 60) == pytest.approx(1.0)
+    # On average: lc (0.446) > density (seed 1 only: (0.37 + 0.485) / 2 = 0.4275) > random; density's gap is
+    # paired with lc's seed 1 only (0.4275 − 0.44).
+    ranking = grid.average_ranking(grid.summarise(runs))
+    assert [s for s, _, _ in ranking] == ["lc", "density", "random"]
+    assert ranking[0][1] == 1 and ranking[0][2] == pytest.approx((0.44 + 0.4525) / 2)
+    assert grid.paired_auc_gaps(grid.summarise(runs), "density", "lc") == pytest.approx([-0.0125])
+    assert "| 1 | lc | 1 | 0.446 | – | – |" in text
+    assert "| 2 | density | 1 | 0.427 | -1.3 points | 1 |" in text  # -1.25 (float: just above)
+
+
+def test_average_ranking_counts_only_cells_every_strategy_ran() -> None:
+    # lc ran on conll2003 only, where every strategy scores high: that cell must not count for anyone.
+    runs = [
+        _run("bc5cdr", "random", 1, [0.30, 0.40, 0.50], [100, 200, 300], 100),
+        _run("bc5cdr", "mnlp", 1, [0.30, 0.45, 0.55], [100, 200, 300], 100),
+        _run("conll2003", "random", 1, [0.80, 0.90, 0.95], [100, 200, 300], 100),
+    ]
+    assert grid.average_ranking(grid.summarise(runs))[0][0] == "mnlp"
+    assert grid.average_ranking(grid.summarise(runs[:1] + runs[2:]))[0][1] == 2  # random alone: both cells
 
 
 def _rng(text: str) -> np.random.Generator:
