@@ -147,14 +147,16 @@ def acquisition_candidates(snapshot: ProjectSnapshot, labels: Mapping[int, tuple
     return replace(snapshot, unlabeled=fresh) if fresh else snapshot
 
 
-def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str = "hybrid", batch: int = 50,
+def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str | None = None, batch: int = 50,
                   suspect_fraction: float = 0.0, progress: bool = True, seed: int = 0,
                   strategy_options: dict[str, Any] | None = None, *, services: Services | None = None,
                   snapshot: ProjectSnapshot | None = None, student: StudentHandle | None = None,
                   budget_words: int | None = None) -> AcquisitionReport:
     """One round. The retrain job passes its snapshot and the student in memory, so nothing is read twice.
 
+    `strategy`: default `settings.acquisition_strategy` (ACQUISITION_STRATEGY).
     `budget_words`: select as many tasks as fit in that many words to review (instead of `batch` tasks)."""
+    strategy = strategy or settings.acquisition_strategy
     if budget_words is not None and (isinstance(budget_words, bool) or not isinstance(budget_words, int)
                                      or budget_words <= 0):
         raise ValueError(f"budget_words must be a positive number of words, got {budget_words!r}")

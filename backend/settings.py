@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     llm_retry_max_attempts: int = 6
     llm_retry_base_delay_s: float = 30.0
     llm_retry_interval_s: float = 15.0  # how often the retrier looks for due tasks; 0 = off
+
+    @field_validator("acquisition_strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        # At startup, not after a whole retrain: the round runs at the end of the job.
+        from acquisition.strategies import STRATEGIES
+
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown acquisition strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+        return name
 
     @property
     def retrain_recipe(self) -> str:

@@ -48,8 +48,9 @@ def register(sub: Any) -> None:
 
     acquire = sub.add_parser("acquire", help="one acquisition round: score, select, LLM-annotate, reorder the queue")
     acquire.add_argument("--project", type=project_id, required=True, metavar="ID")
-    acquire.add_argument("--strategy", default="hybrid", help="random, entropy, least_confidence, mnlp, kmeans, "
-                         "coreset, hybrid, weighted_hybrid, bald, density_hybrid")
+    acquire.add_argument("--strategy", help="random, entropy, least_confidence, mnlp, kmeans, coreset, hybrid, "
+                         "weighted_hybrid, bald, density_hybrid (default: ACQUISITION_STRATEGY, as the retrain "
+                         "job's rounds)")
     acquire.add_argument("--batch", type=positive_int, default=50)
     acquire.add_argument("--suspect-fraction", type=float, default=0.0,
                          help="share of the queue given to LLM labels the student distrusts (low learned weight)")
@@ -190,8 +191,10 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     from backend.labelstudio import LabelStudioError
     from backend.settings import get_settings
 
+    settings = get_settings()
     try:
-        report = acquire_round(_ls_from_settings(), args.project, get_settings(), args.strategy, args.batch,
+        report = acquire_round(_ls_from_settings(), args.project, settings,
+                               args.strategy or settings.acquisition_strategy, args.batch,
                                args.suspect_fraction, progress=True, seed=args.seed,
                                budget_words=args.budget_words)
     except (LabelStudioError, AcquisitionError, ValueError) as exc:

@@ -68,3 +68,42 @@ def test_the_retrain_jobs_round_uses_the_word_budget_setting(monkeypatch: pytest
     monkeypatch.setenv("ACQUISITION_BUDGET_WORDS", "0")
     with pytest.raises(ValueError, match="greater than 0"):
         Settings(llmaaa_data_dir=tmp_path)
+
+
+def test_an_unknown_acquisition_strategy_fails_at_startup_with_the_valid_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    from backend.settings import Settings
+
+    monkeypatch.setenv("ACQUISITION_STRATEGY", "least_confidense")
+    with pytest.raises(ValueError, match="unknown acquisition strategy 'least_confidense'; valid: random, "):
+        Settings(llmaaa_data_dir=tmp_path)
+    monkeypatch.setenv("ACQUISITION_STRATEGY", "bald")
+    assert Settings(llmaaa_data_dir=tmp_path).acquisition_strategy == "bald"
+
+
+def test_llmaaa_acquire_without_strategy_uses_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.acquire
+    import backend.settings
+    from llmaaa import backend_cli
+    from llmaaa.cli import build_parser
+
+    seen: list[object] = []
+
+    def fake_round(ls: object, project_id: int, settings: object, strategy: str, *args: object,
+                   **kwargs: object) -> object:
+        seen.append(strategy)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(backend.acquire, "acquire_round", fake_round)
+    monkeypatch.setattr(backend_cli, "_ls_from_settings", lambda: None)
+    monkeypatch.setenv("ACQUISITION_STRATEGY", "bald")
+    backend.settings.get_settings.cache_clear()
+    try:
+        for argv, expected in ((["acquire", "--project", "1"], "bald"),
+                               (["acquire", "--project", "1", "--strategy", "random"], "random")):
+            args = build_parser().parse_args(argv)
+            assert args.func(args) == 2  # the fake's ValueError is reported as an error, exit code 2
+            assert seen.pop() == expected
+    finally:
+        backend.settings.get_settings.cache_clear()
