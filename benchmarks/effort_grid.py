@@ -316,6 +316,7 @@ def plot_curves(runs: list[dict[str, Any]], out_dir: Path, profile: str) -> list
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = summarise(runs)
@@ -337,6 +338,9 @@ def plot_curves(runs: list[dict[str, Any]], out_dir: Path, profile: str) -> list
             axes[0][col].set_xlabel("words reviewed")
             axes[1][col].set_xlabel("LLM tokens (estimated)")
             for row in (0, 1):
+                # Thousands as "150k": six-digit token counts overlap on a 4.5-inch panel.
+                axes[row][col].xaxis.set_major_formatter(
+                    matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v else "0"))
                 axes[row][col].set_ylabel("test entity F1")
                 axes[row][col].grid(alpha=0.3)
         axes[0][-1].legend(loc="lower right")
