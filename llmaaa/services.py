@@ -30,14 +30,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LS_VENV = REPO_ROOT / ".venv-ls"
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (state) on, or None when the process is gone.
+
+    The command name (field 2) may hold spaces and parentheses: the fields are counted after the last ')'.
+    """
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _start_time(pid: int) -> str | None:
     """The kernel's start time of `pid` (field 22 of /proc/PID/stat), or None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` is a live process; a zombie waiting for a reaper is not (a container's init may never
+    reap what it inherits)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
 
 
 def descendant_pids(pid: int) -> list[tuple[int, str]]:
@@ -49,23 +63,19 @@ def descendant_pids(pid: int) -> list[tuple[int, str]]:
     proc = Path("/proc")
     if not proc.is_dir():
         return []
-    children: dict[int, list[int]] = {}
+    children: dict[int, list[tuple[int, str]]] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
+        fields = _stat_fields(int(entry.name))
+        if fields and len(fields) > 19 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
     found: list[tuple[int, str]] = []
     stack = [pid]
     while stack:
         for child in children.get(stack.pop(), []):
-            started = _start_time(child)
-            if started is not None:
-                found.append((child, started))
-                stack.append(child)
+            found.append(child)
+            stack.append(child[0])
     return found
 
 

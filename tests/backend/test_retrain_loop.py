@@ -25,6 +25,7 @@ from llmaaa.services import (
     descendant_pids,
     ensure_redis,
     free_port,
+    is_running,
     kill_tree,
     start_redis,
     start_worker,
@@ -202,15 +203,6 @@ def test_burst_of_webhooks_queues_at_most_one_retrain_and_loses_no_count(
         conn.delete(new_key(pid), queued_key(pid))
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie waiting for a reaper is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 def test_killed_worker_leaves_old_model_serving_and_next_job_succeeds(
     loop_env: dict[str, str], loop_backend: Service, label_studio: LabelStudioConfig, tmp_path: Path,
     project_with_student: int,
@@ -231,7 +223,7 @@ def test_killed_worker_leaves_old_model_serving_and_next_job_succeeds(
     assert horses, "RQ runs the job in a work-horse child process"
     kill_tree(worker.proc.pid)  # the worker and its work-horse (a process group of its own), mid-training
     worker.proc.wait(10)
-    wait_for("the work-horse to be gone", lambda: not any(_running(p) for p, _ in horses), timeout=10, interval=0.2)
+    wait_for("the work-horse to be gone", lambda: not any(is_running(p) for p, _ in horses), timeout=10, interval=0.2)
     time.sleep(1)
     assert state.get("student_version") == before
     assert model_store(data_dir, pid).latest() == before, "a killed job must not leave a loadable version"

@@ -13,18 +13,8 @@ import redis
 from rq import Queue
 
 from backend.jobs import QUEUE_NAME
-from llmaaa.services import Service, descendant_pids, spawn, start_redis, start_worker
+from llmaaa.services import Service, descendant_pids, is_running, spawn, start_redis, start_worker
 from tests.conftest import wait_for
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (a container's init may never reap what it inherits)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
 
 # A parent that forks a child which leaves the process group, as RQ's work-horse does (os.setpgrp).
 ESCAPING_CHILD = textwrap.dedent("""
@@ -46,13 +36,13 @@ def test_descendant_pids_and_stop_reach_a_child_outside_the_process_group(tmp_pa
         child = int(wait_for("the child's pid", lambda: pid_file.exists() and pid_file.read_text(), 20, 0.05))
         assert svc.proc is not None
         assert child in [p for p, _ in descendant_pids(svc.proc.pid)]
-        assert running(child)
+        assert is_running(child)
         svc.stop(timeout=5)
         assert not svc.alive()
         deadline = time.monotonic() + 5
-        while running(child) and time.monotonic() < deadline:
+        while is_running(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not running(child), "a child in a process group of its own outlived Service.stop()"
+        assert not is_running(child), "a child in a process group of its own outlived Service.stop()"
     finally:
         svc.stop()
 
@@ -92,8 +82,8 @@ def test_worker_stop_kills_a_running_work_horse(own_redis: str, tmp_path: Path) 
         assert not worker.alive()
         assert took < worker.stop_grace + 10, f"stop took {took:.1f}s"
         deadline = time.monotonic() + 5
-        while any(running(p) for p, _ in horses) and time.monotonic() < deadline:
+        while any(is_running(p) for p, _ in horses) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(running(p) for p, _ in horses), "the work-horse outlived the worker's stop"
+        assert not any(is_running(p) for p, _ in horses), "the work-horse outlived the worker's stop"
     finally:
         worker.stop()
