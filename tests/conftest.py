@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from backend.settings import Settings
 from llmaaa import services
 from llmaaa.services import LabelStudioConfig, Service, free_port, start_fake_llm, start_label_studio
 
@@ -17,6 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("LLMAAA_SHARED_DATA", REPO.parent / "shared" / "data"))
 BC5CDR = DATA_ROOT / "bc5cdr"
 BC5CDR_LABELS = REPO / "examples" / "bc5cdr" / "labels.json"
+# Pinned in the loop tests' service env, which otherwise inherits the caller's ACQUISITION_STRATEGY.
+DEFAULT_ACQUISITION_STRATEGY: str = Settings.model_fields["acquisition_strategy"].default
 
 
 def in_ci() -> bool:

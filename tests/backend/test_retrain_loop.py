@@ -30,7 +30,7 @@ from llmaaa.services import (
     start_redis,
     start_worker,
 )
-from tests.conftest import BC5CDR_LABELS, start_backend, wait_for
+from tests.conftest import BC5CDR_LABELS, DEFAULT_ACQUISITION_STRATEGY, start_backend, wait_for
 from training.data import load_split
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -57,7 +57,7 @@ def loop_env(fake_llm: Service, label_studio: LabelStudioConfig, redis_url: str,
         "LABEL_STUDIO_API_KEY": label_studio.token, "REDIS_URL": redis_url, "MIN_NEW_ANNOTATIONS": "3",
         "RETRAIN_MIN_VERIFIED": "4", "RETRAIN_MAX_EPOCHS": "2", "RETRAIN_PATIENCE": "1",
         "RETRAIN_RECIPE": "l2rw",  # weights from the first epoch (the default recipe warms up plain first)
-        "ACQUISITION_BATCH": "5",  # ACQUISITION_STRATEGY unset: the loop runs the product default
+        "ACQUISITION_BATCH": "5", "ACQUISITION_STRATEGY": DEFAULT_ACQUISITION_STRATEGY,
     }
 
 

@@ -16,7 +16,7 @@ import httpx
 from flask import Flask, Response, request
 
 from llmaaa.services import Service, serve_in_thread, start_backend, start_redis, start_worker
-from tests.conftest import wait_for
+from tests.conftest import DEFAULT_ACQUISITION_STRATEGY, wait_for
 
 __all__ = ["CHROMIUM", "LoopStack", "failing_llm_app", "loop_stack", "wait_for"]
 
@@ -72,8 +72,7 @@ def loop_stack(label_studio: Any, fake_llm: Service, work: Path, poisoned: set[s
             "LABEL_STUDIO_API_KEY": label_studio.token, "REDIS_URL": redis_url, "LLM_TIMEOUT_S": "5",
             "LLM_MAX_RETRIES": "1", "MIN_NEW_ANNOTATIONS": "5", "RETRAIN_MIN_VERIFIED": "4",
             "RETRAIN_MAX_EPOCHS": "1", "RETRAIN_PATIENCE": "1", "ACQUISITION_BATCH": "5",
-            # ACQUISITION_STRATEGY is left unset: the browser test runs the product default.
-            "LLMAAA_TORCH_THREADS": "1",
+            "ACQUISITION_STRATEGY": DEFAULT_ACQUISITION_STRATEGY, "LLMAAA_TORCH_THREADS": "1",
             # Failed calls are re-asked in the background: seconds here, not the production half-minute.
             "LLM_RETRY_BASE_DELAY_S": "2", "LLM_RETRY_INTERVAL_S": "2", **overrides,
         }
