@@ -157,6 +157,8 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str | 
     `strategy`: default `settings.acquisition_strategy` (ACQUISITION_STRATEGY).
     `budget_words`: select as many tasks as fit in that many words to review (instead of `batch` tasks)."""
     strategy = strategy or settings.acquisition_strategy
+    # Before any Label Studio read: a bad name or option fails fast and touches nothing.
+    chooser = get_strategy(strategy, **(strategy_options or {}))
     if budget_words is not None and (isinstance(budget_words, bool) or not isinstance(budget_words, int)
                                      or budget_words <= 0):
         raise ValueError(f"budget_words must be a positive number of words, got {budget_words!r}")
@@ -166,7 +168,6 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str | 
     if not snapshot.unlabeled:
         raise EmptyPoolError(f"project {project_id} has no unlabeled task left to acquire")
     student = student or load_latest_student(services.data_dir, project_id)
-    chooser = get_strategy(strategy, **(strategy_options or {}))
     if student is None and needs_marginals(chooser):
         raise MissingPoolDataError(
             f"strategy {strategy!r} needs a trained student model and project {project_id} has none yet; "

@@ -194,7 +194,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     settings = get_settings()
     try:
         report = acquire_round(_ls_from_settings(), args.project, settings,
-                               args.strategy or settings.acquisition_strategy, args.batch,
+                               args.strategy, args.batch,  # None: acquire_round applies ACQUISITION_STRATEGY
                                args.suspect_fraction, progress=True, seed=args.seed,
                                budget_words=args.budget_words)
     except (LabelStudioError, AcquisitionError, ValueError) as exc:

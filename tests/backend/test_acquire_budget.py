@@ -83,19 +83,19 @@ def test_an_unknown_acquisition_strategy_fails_at_startup_with_the_valid_names(
 
 
 def test_llmaaa_acquire_without_strategy_uses_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI passes no default of its own: acquire_round is the one place ACQUISITION_STRATEGY applies."""
     import backend.acquire
     import backend.settings
     from llmaaa import backend_cli
     from llmaaa.cli import build_parser
 
-    seen: list[object] = []
+    seen: list[str] = []
 
-    def fake_round(ls: object, project_id: int, settings: object, strategy: str, *args: object,
-                   **kwargs: object) -> object:
-        seen.append(strategy)
-        raise ValueError("stop here")
+    def recording_get_strategy(name: str, **options: object) -> object:
+        seen.append(name)
+        raise ValueError("stop here")  # before any Label Studio call
 
-    monkeypatch.setattr(backend.acquire, "acquire_round", fake_round)
+    monkeypatch.setattr(backend.acquire, "get_strategy", recording_get_strategy)
     monkeypatch.setattr(backend_cli, "_ls_from_settings", lambda: None)
     monkeypatch.setenv("ACQUISITION_STRATEGY", "bald")
     backend.settings.get_settings.cache_clear()
@@ -103,7 +103,7 @@ def test_llmaaa_acquire_without_strategy_uses_the_setting(monkeypatch: pytest.Mo
         for argv, expected in ((["acquire", "--project", "1"], "bald"),
                                (["acquire", "--project", "1", "--strategy", "random"], "random")):
             args = build_parser().parse_args(argv)
-            assert args.func(args) == 2  # the fake's ValueError is reported as an error, exit code 2
+            assert args.func(args) == 2  # the ValueError is reported as an error, exit code 2
             assert seen.pop() == expected
     finally:
         backend.settings.get_settings.cache_clear()
