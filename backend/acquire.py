@@ -152,7 +152,7 @@ def acquire_round(ls: Any, project_id: int, settings: Settings, strategy: str | 
                   strategy_options: dict[str, Any] | None = None, *, services: Services | None = None,
                   snapshot: ProjectSnapshot | None = None, student: StudentHandle | None = None,
                   budget_words: int | None = None) -> AcquisitionReport:
-    """One round. The retrain job passes its snapshot and the student in memory, so nothing is read twice.
+    """One round. The retrain job passes its post-training snapshot and the student in memory (no second read).
 
     `strategy`: default `settings.acquisition_strategy` (ACQUISITION_STRATEGY).
     `budget_words`: select as many tasks as fit in that many words to review (instead of `batch` tasks)."""

@@ -173,3 +173,16 @@ def patch_task_data(ls: LabelStudio, updates: Mapping[int, dict[str, Any]], conc
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(updates)))) as pool:
         list(pool.map(lambda item: ls.tasks.update(id=item[0], data=item[1]), updates.items()))
     return len(updates)
+
+
+def update_task_data(ls: LabelStudio, tasks: Iterable[dict[str, Any]], updates: Mapping[int, dict[str, Any]],
+                     concurrency: int = 8) -> int:
+    """`patch_task_data`, then the same data into the caller's task dicts. A PATCH replaces `data` whole,
+    so a later writer holding the old dict (the retrain job marks suspects, then the acquisition round
+    writes `llm_status`) would otherwise erase the field just written."""
+    written = patch_task_data(ls, updates, concurrency)
+    for task in tasks:
+        new = updates.get(int(task["id"]))
+        if new is not None:
+            task["data"] = dict(new)
+    return written

@@ -1,7 +1,8 @@
 """The retrain job that `llmaaa worker` runs: the closed LLMaAA loop for one Label Studio project.
 
 `retrain_project` reads as its stages; each is a function that needs no Label Studio of its own:
-1. `read_project`: the tasks, once (verified, flagged, unlabeled; see backend.project_snapshot).
+1. `read_project`: the tasks (verified, flagged, unlabeled; see backend.project_snapshot); read again after
+   training (`reread_project`) for the stages that write to tasks, since annotators kept working.
 2. `training_set`: LLM-labelled tasks no human has annotated (plus the meta split when configured).
 3. `train_student`: the student, re-weighted against the meta split (training.trainer), early-stopped on the
    dev split when it trains on verified tasks (gold term or RETRAIN_INCLUDE_VERIFIED), else on the meta split.
@@ -10,7 +11,7 @@
 5. `publish_student`: an atomic save, then the project state points at it (a failed job publishes nothing).
 6. `mark_suspects`: each LLM-labelled task's learned weight into its data (`llm_label_weight`), changed
    values only, in parallel; `flag_for_review` marks empty submissions on never-annotated tasks.
-7. `acquire_round` with the student in memory and the same snapshot: the next round's queue.
+7. `acquire_round` with the student in memory and the re-read snapshot: the next round's queue.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from backend.composition import Services
 from backend.labeling_config import LabelSchema
-from backend.labelstudio import patch_task_data
+from backend.labelstudio import update_task_data
 from backend.project_snapshot import ProjectSnapshot, VerifiedSplit, held_out, read_project, split_verified
 from backend.settings import Settings, get_settings
 from backend.student import StudentHandle, model_store
@@ -144,17 +145,34 @@ def retrain_project(ls: Any, project_id: int, settings: Settings | None = None, 
     student = publish_student(services, project_id, result, comparison,
                               {"train_tasks": len(train_set), "verified_tasks": len(snapshot.verified),
                                "meta_tasks": len(split.meta), "dev_tasks": len(split.dev)})
+    timer.stage("re-reading project", 0.82)
+    current = reread_project(ls, services, snapshot)
     timer.stage("marking suspect LLM labels", 0.85)
-    marked = mark_suspects(ls, snapshot, result.sentence_weights) if settings.retrain_mark_suspects else 0
+    marked = mark_suspects(ls, current, result.sentence_weights) if settings.retrain_mark_suspects else 0
     acquisition = None
     if settings.acquisition_batch > 0:
         timer.stage("acquisition round", 0.9)
-        acquisition = next_round(ls, project_id, services, snapshot, student)
+        acquisition = next_round(ls, project_id, services, current, student)
     timer.stage("done", 1.0)
     return {"status": "ok", "version": student.version, "train_tasks": len(train_set),
             "verified": len(snapshot.verified), "flagged_for_review": flagged, "stage_seconds": timer.seconds,
             "comparison": comparison, "suspects_marked": marked, "acquisition": acquisition,
             "seconds": round(time.time() - started, 1)}
+
+
+def reread_project(ls: Any, services: Services, snapshot: ProjectSnapshot) -> ProjectSnapshot:
+    """The project as it is after training, for the stages that write to tasks.
+
+    Training takes minutes and annotators keep working: with the snapshot from before training, a task
+    submitted meanwhile was still "unlabeled", so it got an `llm_label_weight` and took a slot in the next
+    round's queue. If Label Studio cannot be read now, the first snapshot serves (the old behaviour)."""
+    try:
+        return read_project(ls, snapshot.project_id, services.schema,
+                            services.llm_labels(snapshot.project_id).all())
+    except Exception as exc:  # noqa: BLE001 - the new model is published; these stages are best effort
+        log.warning("project %s: could not re-read the project after training, using the first read: %s",
+                    snapshot.project_id, exc)
+        return snapshot
 
 
 def meta_and_evaluation(verified: list[Example], holdout_fraction: float, dev_fraction: float | None = None,
@@ -279,7 +297,7 @@ def mark_suspects(ls: Any, snapshot: ProjectSnapshot, weights: Mapping[str, floa
         data = task.get("data") or {}
         if value is not None and data.get("llm_label_weight") != round(value, 4):
             updates[int(task["id"])] = {**data, "llm_label_weight": round(value, 4)}
-    return patch_task_data(ls, updates)
+    return update_task_data(ls, snapshot.unlabeled, updates)
 
 
 def flag_for_review(ls: Any, snapshot: ProjectSnapshot) -> int:
@@ -291,7 +309,7 @@ def flag_for_review(ls: Any, snapshot: ProjectSnapshot) -> int:
         if reason and data.get("llm_review") != reason:
             updates[int(task["id"])] = {**data, "llm_review": reason}
     try:
-        patch_task_data(ls, updates)
+        update_task_data(ls, snapshot.tasks, updates)
     except Exception as exc:  # noqa: BLE001 - the flag is advisory; the meta set already excludes them
         log.warning("project %s: could not mark %d flagged tasks: %s", snapshot.project_id, len(updates), exc)
     return len(snapshot.flagged)

@@ -212,6 +212,37 @@ def test_the_retrain_job_trains_on_neither_its_dev_nor_its_evaluation_tasks(
     assert len(seen["meta"] | seen["dev"] | evaluation) == 20 and {str(t) for t in range(21, 31)} <= seen["train"]
 
 
+def test_tasks_annotated_during_training_get_no_weight_and_no_queue_slot(
+        ls: FakeLabelStudio, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import backend.retrain as retrain
+
+    services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), retrain_max_epochs=1, retrain_recipe="l2rw",
+                            acquisition_batch=4,
+                            knn_k=0)
+    for tid in range(1, 21):
+        ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "aspirin", "Chemical")]}]
+    for tid in range(21, 31):
+        text = TEXTS[tid]
+        services.llm_labels(1).put(tid, text, [Span(text.index("aspirin"), text.index("aspirin") + 7, "Chemical")],
+                                   "llm")
+    real_train_student = retrain.train_student
+    during = (21, 22)
+
+    def annotators_keep_working(*args: Any, **kwargs: Any) -> Any:
+        for tid in during:  # submitted while the student trains
+            ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "headache", "Disease")]}]
+        return real_train_student(*args, **kwargs)
+
+    monkeypatch.setattr(retrain, "train_student", annotators_keep_working)
+    result = retrain.retrain_project(ls, 1, services=services)
+    assert result["status"] == "ok" and "error" not in result["acquisition"]
+    weighted = {tid for tid, row in ls.task_rows.items() if "llm_label_weight" in row["data"]}
+    # The first read saw 21 and 22 unlabeled: they were weighted and could be queued though a human had them.
+    # And the round's llm_status PATCH (data replaced whole) erased the weight of the tasks it queued.
+    assert weighted == set(range(23, 31))
+    assert result["acquisition"]["order"] and not set(during) & set(result["acquisition"]["order"])
+
+
 def test_training_set_uses_llm_labels_of_unannotated_tasks_with_unchanged_text(ls: FakeLabelStudio,
                                                                                 tmp_path: Path) -> None:
     services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS))
