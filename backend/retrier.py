@@ -3,7 +3,8 @@
 A failure (timeout, rate limit, 5xx, malformed or cut-off reply) leaves the task *not annotated*: it has no
 prediction at the current version, so Label Studio's queue serves it after every pre-labelled task, and its
 data carries `llm_status` (a Data Manager column, also shown above the text by configs that include it)
-saying why. The retrier re-asks with exponential backoff, at most `max_attempts` times; reasons no retry
+saying why. The retrier re-asks at most `max_attempts` times, with exponential backoff after transport
+failures and at the base delay after content failures (the request changes); reasons no retry
 can fix (`no_text`, `too_long`) are left alone. A success is published at the project's current version
 after the round's head, and `llm_status` says what the LLM found.
 
@@ -55,12 +56,17 @@ class RetryPolicy:
     base_delay_s: float = 30.0
     max_delay_s: float = 1800.0
 
-    def delay(self, attempts: int) -> float:
+    def delay(self, attempts: int, reason: str = "") -> float:
+        """Backoff doubles for transport failures (the same request waits for the server to recover). After a
+        content failure the next request is a different rung of the ladder, so waiting longer buys nothing:
+        it goes at the base delay."""
+        if reason in CONTENT_FAILURES:
+            return min(self.max_delay_s, self.base_delay_s)
         return min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempts - 1))
 
     def due(self, failure: LLMFailure, now: float) -> bool:
         return (failure.reason not in PERMANENT_FAILURES and failure.attempts < self.max_attempts
-                and failure.ts + self.delay(failure.attempts) <= now)
+                and failure.ts + self.delay(failure.attempts, failure.reason) <= now)
 
 
 @dataclass

@@ -53,6 +53,19 @@ def test_status_tells_nothing_found_from_failed() -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     policy = RetryPolicy(max_attempts=10, base_delay_s=10, max_delay_s=60)
     assert [policy.delay(n) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+    assert [policy.delay(n, "timeout") for n in (1, 3)] == [10, 40]
+
+
+def test_a_content_failure_is_due_at_the_base_delay_since_its_next_request_changes() -> None:
+    from backend.llm_labels import LLMFailure
+
+    policy = RetryPolicy(max_attempts=6, base_delay_s=10, max_delay_s=600)
+    for reason in ("malformed_reply", "cut_off"):
+        failure = LLMFailure(task_id=1, text="t", reason=reason, attempts=4, ts=1000.0)
+        assert policy.delay(4, reason) == 10 and policy.due(failure, now=1010.0)
+        assert not policy.due(failure, now=1009.0)
+    rate_limited = LLMFailure(task_id=1, text="t", reason="rate_limited", attempts=4, ts=1000.0)
+    assert not policy.due(rate_limited, now=1010.0) and policy.due(rate_limited, now=1080.0)
 
 
 def test_failed_task_is_marked_then_retried_into_the_current_version(setup) -> None:
