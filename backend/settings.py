@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     retrain_reweight: bool = True
     retrain_mark_suspects: bool = True
     student_encoder: str | None = None  # a local HF checkpoint dir; default: the packaged MiniLM
-    # MNLP: chosen from the effort grid (docs/acquisition.md, issue 15); ties density_hybrid at 82 runs.
+    # MNLP: the best mean AUC over the effort grid's 120 runs (docs/acquisition.md, issue 15).
     acquisition_strategy: str = "mnlp"
     acquisition_batch: int = 50  # tasks queued per round after each retrain; 0 = no acquisition
     # Set: each round queues the tasks that fit in this many words to review, not acquisition_batch tasks.
