@@ -23,8 +23,12 @@ from training.spans import Span
 
 log = logging.getLogger(__name__)
 
+# `rung`: the ladder rung whose request was answered (0: the base request), so a later re-ask of the same
+# text starts where the LLM last answered instead of at the request that failed on it before.
 _SCHEMA = """CREATE TABLE IF NOT EXISTS llm_labels (
-    task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL)"""
+    task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, source TEXT NOT NULL, ts REAL NOT NULL,
+    rung INTEGER NOT NULL DEFAULT 0)"""
+_ADD_LABEL_RUNG = "ALTER TABLE llm_labels ADD COLUMN rung INTEGER NOT NULL DEFAULT 0"
 # Tasks whose last LLM call failed: "not annotated", with the reason, how often it was tried and the rung of
 # the content-retry ladder that failed (backend.annotator.retry_ladder), so the retrier can back off, the
 # next attempt can send a changed request, and the queue can show them last and marked.
@@ -63,12 +67,15 @@ class LLMLabelStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(llm_failures)")}
             if "rung" not in columns:
                 conn.execute(_ADD_RUNG)
+            # Stores made before: their labels were all answers to the base request (rung 0).
+            if "rung" not in {row[1] for row in conn.execute("PRAGMA table_info(llm_labels)")}:
+                conn.execute(_ADD_LABEL_RUNG)
 
-    def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
+    def put(self, task_id: int, text: str, spans: Iterable[Span], source: str, rung: int = 0) -> None:
         payload = json.dumps([[s.start, s.end, s.label] for s in spans])
         with self._conn() as conn:
-            conn.execute("INSERT OR REPLACE INTO llm_labels VALUES (?, ?, ?, ?, ?)",
-                         (int(task_id), text, payload, source, time.time()))
+            conn.execute("INSERT OR REPLACE INTO llm_labels (task_id, text, spans, source, ts, rung) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (int(task_id), text, payload, source, time.time(), int(rung)))
             conn.execute("DELETE FROM llm_failures WHERE task_id = ?", (int(task_id),))
 
     def record_failure(self, task_id: int, text: str, reason: str, rung: int = 0) -> int:
@@ -104,6 +111,11 @@ class LLMLabelStore:
         this text?" for a whole project (`DemoSync.refresh`)."""
         rows = self._conn().execute("SELECT task_id, text FROM llm_labels").fetchall()
         return {int(tid): text for tid, text in rows}
+
+    def answered_rungs(self) -> dict[int, tuple[str, int]]:
+        """task id -> (text, rung) for the labels answered above the base request (rung > 0)."""
+        rows = self._conn().execute("SELECT task_id, text, rung FROM llm_labels WHERE rung > 0").fetchall()
+        return {int(tid): (text, int(rung)) for tid, text, rung in rows}
 
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM llm_labels").fetchone()[0])
@@ -149,8 +161,8 @@ class DeferredLabelStore:
                 log.warning("project not confirmed by Label Studio: an LLM outcome was not recorded")
         return None
 
-    def put(self, task_id: int, text: str, spans: Iterable[Span], source: str) -> None:
-        self._write("put", task_id, text, list(spans), source)
+    def put(self, task_id: int, text: str, spans: Iterable[Span], source: str, rung: int = 0) -> None:
+        self._write("put", task_id, text, list(spans), source, rung)
 
     def record_failure(self, task_id: int, text: str, reason: str, rung: int = 0) -> int:
         return int(self._write("record_failure", task_id, text, reason, rung) or 1)
@@ -169,6 +181,10 @@ class DeferredLabelStore:
     def failures(self) -> dict[int, LLMFailure]:
         store = self._real()
         return store.failures() if store is not None else {}
+
+    def answered_rungs(self) -> dict[int, tuple[str, int]]:
+        store = self._real()
+        return store.answered_rungs() if store is not None else {}
 
     def failure(self, task_id: int) -> LLMFailure | None:
         store = self._real()

@@ -60,7 +60,8 @@ class ProjectAnnotator:
 
     def annotate_task(self, task: Mapping[str, Any]) -> AnnotationOutcome:
         pre = self._precheck(task)
-        outcome = pre or self.annotator.annotate(self.text_of(task) or "", self.variant_of(task, self._failure(task)))
+        outcome = pre or self.annotator.annotate(self.text_of(task) or "",
+                                                 self.variant_of(task, self._failure(task), self._answered()))
         self.record(task, outcome)
         return outcome
 
@@ -70,7 +71,8 @@ class ProjectAnnotator:
         prechecked = [self._precheck(t) for t in tasks]
         todo = [i for i, pre in enumerate(prechecked) if pre is None]
         failures = self._failures() if todo else {}
-        variants = [self.variant_of(tasks[i], failures.get(_task_id(tasks[i]))) for i in todo]
+        answered = self._answered() if todo else {}
+        variants = [self.variant_of(tasks[i], failures.get(_task_id(tasks[i])), answered) for i in todo]
         asked = self.annotator.annotate_many([self.text_of(tasks[i]) or "" for i in todo], concurrency=concurrency,
                                              progress=progress, variants=variants)
         outcomes: list[AnnotationOutcome] = [pre for pre in prechecked]  # type: ignore[misc]
@@ -80,10 +82,25 @@ class ProjectAnnotator:
             self.record(task, outcome)
         return outcomes
 
-    def variant_of(self, task: Mapping[str, Any], failure: LLMFailure | None) -> RequestVariant:
-        """The request for the task's next LLM call: the base one, unless its last call on this text failed
-        (then the rung `LLMFailure.next_rung` says)."""
-        return BASE if failure is None else variant_for(failure.next_rung(self.text_of(task) or ""))
+    def variant_of(self, task: Mapping[str, Any], failure: LLMFailure | None,
+                   answered: Mapping[int, tuple[str, int]] | None = None) -> RequestVariant:
+        """The request for the task's next LLM call: if its last call on this text failed, the rung
+        `LLMFailure.next_rung` says; if the LLM last answered this text above the base request, that rung
+        (`answered`, from `LLMLabelStore.answered_rungs`: the base request failed on it before); else the base."""
+        text = self.text_of(task) or ""
+        if failure is not None:
+            return variant_for(failure.next_rung(text))
+        text_and_rung = (answered or {}).get(_task_id(task) or -1)
+        if text_and_rung is not None and text_and_rung[0] == text:
+            return variant_for(text_and_rung[1])
+        return BASE
+
+    def _answered(self) -> dict[int, tuple[str, int]]:
+        try:
+            return self.llm_labels.answered_rungs()
+        except Exception as exc:  # noqa: BLE001 - as in _failure: ask the base request
+            log.warning("project %s: could not read the LLM labels' rungs: %s", self.project_id, exc)
+            return {}
 
     def _failure(self, task: Mapping[str, Any]) -> LLMFailure | None:
         task_id = _task_id(task)
@@ -115,7 +132,7 @@ class ProjectAnnotator:
         try:
             task_id, text = int(task["id"]), self.text_of(task) or ""
             if outcome.ok:
-                self.llm_labels.put(task_id, text, outcome.spans, self.llm_version)
+                self.llm_labels.put(task_id, text, outcome.spans, self.llm_version, outcome.variant.rung)
             else:
                 self.llm_labels.record_failure(task_id, text, failure_reason(outcome), outcome.variant.rung)
         except Exception as exc:  # noqa: BLE001

@@ -82,3 +82,19 @@ def test_a_store_made_before_the_ladder_gains_the_rung_column(tmp_path: Path) ->
     assert store.failure(9) == LLMFailure(9, "old text", "cut_off", 2, 1.0, rung=0)  # it was a base request
     store.record_failure(9, "old text", "cut_off", rung=1)
     assert (store.failure(9).attempts, store.failure(9).rung) == (3, 1)
+
+
+def test_a_store_made_before_label_rungs_keeps_its_labels_as_base_answers(tmp_path: Path) -> None:
+    directory = tmp_path / "projects" / "4"
+    directory.mkdir(parents=True)
+    old = sqlite3.connect(directory / "llm_labels.sqlite3")
+    old.execute("CREATE TABLE llm_labels (task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, "
+                "source TEXT NOT NULL, ts REAL NOT NULL)")
+    old.execute("INSERT INTO llm_labels VALUES (1, 'Aspirin .', '[[0, 7, \"Drug\"]]', 'llm', 1.0)")
+    old.commit()
+    old.close()
+    store = LLMLabelStore(tmp_path, project_id=4)
+    assert store.all() == {1: ("Aspirin .", [Span(0, 7, "Drug")])} and store.answered_rungs() == {}
+    store.put(2, "Ibuprofen .", [Span(0, 9, "Drug")], "llm", rung=2)
+    store.put(1, "Aspirin .", [], "llm")  # answered on the base request: not listed
+    assert store.answered_rungs() == {2: ("Ibuprofen .", 2)} and len(store) == 2

@@ -200,6 +200,22 @@ def test_a_looping_task_is_annotated_on_the_second_attempt_with_the_next_rung(lo
     assert sent(retry) == ladder_says(1) != sent(base)
 
 
+def test_a_task_answered_on_a_higher_rung_is_asked_on_that_rung_again(looping, looping_llm) -> None:
+    ls, services, annotator = looping
+    labels = services.llm_labels(1)
+    annotator.annotate_tasks([ls.task_rows[1]])  # the base request loops: cut off
+    [answered] = annotator.annotate_tasks([ls.task_rows[1]])  # rung 1 answers
+    assert answered.ok and labels.answered_rungs() == {1: (LOOPING_TEXT, 1)}
+    # A later re-ask of the same text (a new round, /predict) used to start at the base request, which loops
+    # again: one more failed call and "LLM failed" on a task that had its label.
+    again, single = annotator.annotate_tasks([ls.task_rows[1]])[0], annotator.annotate_task(ls.task_rows[1])
+    assert again.ok and single.ok and (again.variant.rung, single.variant.rung) == (1, 1)
+    assert labels.failures() == {} and [sent(b) for b in looping_llm.requests][0] == ladder_says(0)
+    assert ladder_says(0) not in [sent(b) for b in looping_llm.requests[1:]]
+    ls.task_rows[1]["data"]["text"] = "Aspirin ."  # a new text starts from the base request
+    assert annotator.variant_of(ls.task_rows[1], None, labels.answered_rungs()).rung == 0
+
+
 def test_live_predict_asks_the_next_rung_after_a_cut_off(looping, looping_llm) -> None:
     ls, services, annotator = looping
     lanes = LLMLanes(services.settings)
