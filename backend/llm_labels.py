@@ -117,6 +117,13 @@ class LLMLabelStore:
         rows = self._conn().execute("SELECT task_id, text, rung FROM llm_labels WHERE rung > 0").fetchall()
         return {int(tid): (text, int(rung)) for tid, text, rung in rows}
 
+    def answered_rung(self, task_id: int) -> tuple[str, int] | None:
+        """(text, rung) of the task's label if it was answered above the base request: one key lookup, for
+        the single-task path (live /predict), where `answered_rungs` would scan the table per call."""
+        row = self._conn().execute("SELECT text, rung FROM llm_labels WHERE task_id = ? AND rung > 0",
+                                   (int(task_id),)).fetchone()
+        return None if row is None else (row[0], int(row[1]))
+
     def __len__(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM llm_labels").fetchone()[0])
 
@@ -185,6 +192,10 @@ class DeferredLabelStore:
     def answered_rungs(self) -> dict[int, tuple[str, int]]:
         store = self._real()
         return store.answered_rungs() if store is not None else {}
+
+    def answered_rung(self, task_id: int) -> tuple[str, int] | None:
+        store = self._real()
+        return store.answered_rung(task_id) if store is not None else None
 
     def failure(self, task_id: int) -> LLMFailure | None:
         store = self._real()

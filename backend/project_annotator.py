@@ -61,7 +61,7 @@ class ProjectAnnotator:
     def annotate_task(self, task: Mapping[str, Any]) -> AnnotationOutcome:
         pre = self._precheck(task)
         outcome = pre or self.annotator.annotate(self.text_of(task) or "",
-                                                 self.variant_of(task, self._failure(task), self._answered()))
+                                                 self.variant_of(task, self._failure(task), self._answered(task)))
         self.record(task, outcome)
         return outcome
 
@@ -71,8 +71,9 @@ class ProjectAnnotator:
         prechecked = [self._precheck(t) for t in tasks]
         todo = [i for i, pre in enumerate(prechecked) if pre is None]
         failures = self._failures() if todo else {}
-        answered = self._answered() if todo else {}
-        variants = [self.variant_of(tasks[i], failures.get(_task_id(tasks[i])), answered) for i in todo]
+        answered = self._answered_all() if todo else {}
+        variants = [self.variant_of(tasks[i], failures.get(_task_id(tasks[i])), answered.get(_task_id(tasks[i])))
+                    for i in todo]
         asked = self.annotator.annotate_many([self.text_of(tasks[i]) or "" for i in todo], concurrency=concurrency,
                                              progress=progress, variants=variants)
         outcomes: list[AnnotationOutcome] = [pre for pre in prechecked]  # type: ignore[misc]
@@ -83,22 +84,33 @@ class ProjectAnnotator:
         return outcomes
 
     def variant_of(self, task: Mapping[str, Any], failure: LLMFailure | None,
-                   answered: Mapping[int, tuple[str, int]] | None = None) -> RequestVariant:
+                   answered: tuple[str, int] | None = None) -> RequestVariant:
         """The request for the task's next LLM call: if its last call on this text failed, the rung
         `LLMFailure.next_rung` says; if the LLM last answered this text above the base request, that rung
-        (`answered`, from `LLMLabelStore.answered_rungs`: the base request failed on it before); else the base."""
+        (`answered`: the task's (text, rung) from `LLMLabelStore.answered_rung(s)`; the base request had
+        failed on it); else the base."""
         text = self.text_of(task) or ""
         if failure is not None:
             return variant_for(failure.next_rung(text))
-        text_and_rung = (answered or {}).get(_task_id(task) or -1)
-        if text_and_rung is not None and text_and_rung[0] == text:
-            return variant_for(text_and_rung[1])
+        if answered is not None and answered[0] == text:
+            return variant_for(answered[1])
         return BASE
 
-    def _answered(self) -> dict[int, tuple[str, int]]:
+    def _answered(self, task: Mapping[str, Any]) -> tuple[str, int] | None:
+        task_id = _task_id(task)
+        if task_id is None:
+            return None
+        try:
+            return self.llm_labels.answered_rung(task_id)
+        except Exception as exc:  # noqa: BLE001 - as in _failure: ask the base request
+            log.warning("project %s: could not read the LLM label rung of task %s: %s", self.project_id, task_id,
+                        exc)
+            return None
+
+    def _answered_all(self) -> dict[int, tuple[str, int]]:
         try:
             return self.llm_labels.answered_rungs()
-        except Exception as exc:  # noqa: BLE001 - as in _failure: ask the base request
+        except Exception as exc:  # noqa: BLE001 - as in _failures
             log.warning("project %s: could not read the LLM labels' rungs: %s", self.project_id, exc)
             return {}
 

@@ -60,9 +60,8 @@ class RetryPolicy:
         """Backoff doubles for transport failures (the same request waits for the server to recover). After a
         content failure the next request is a different rung of the ladder, so waiting longer buys nothing:
         it goes at the base delay."""
-        if reason in CONTENT_FAILURES:
-            return min(self.max_delay_s, self.base_delay_s)
-        return min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempts - 1))
+        doublings = 0 if reason in CONTENT_FAILURES else max(0, attempts - 1)
+        return min(self.max_delay_s, self.base_delay_s * 2 ** doublings)
 
     def due(self, failure: LLMFailure, now: float) -> bool:
         return (failure.reason not in PERMANENT_FAILURES and failure.attempts < self.max_attempts

@@ -69,32 +69,37 @@ def test_a_failure_keeps_the_rung_that_failed_and_says_which_rung_comes_next(tmp
     assert store.failures() == {5: failure}
 
 
-def test_a_store_made_before_the_ladder_gains_the_rung_column(tmp_path: Path) -> None:
-    directory = tmp_path / "projects" / "3"
+def older_store(data_dir: Path, project_id: int, *statements: str) -> LLMLabelStore:
+    """The store of `project_id` opened on a file an older version made with `statements`."""
+    directory = data_dir / "projects" / str(project_id)
     directory.mkdir(parents=True)
     old = sqlite3.connect(directory / "llm_labels.sqlite3")
-    old.execute("CREATE TABLE llm_failures (task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, reason TEXT NOT NULL, "
-                "attempts INTEGER NOT NULL, ts REAL NOT NULL)")
-    old.execute("INSERT INTO llm_failures VALUES (9, 'old text', 'cut_off', 2, 1.0)")
+    for statement in statements:
+        old.execute(statement)
     old.commit()
     old.close()
-    store = LLMLabelStore(tmp_path, project_id=3)
+    return LLMLabelStore(data_dir, project_id=project_id)
+
+
+def test_a_store_made_before_the_ladder_gains_the_rung_column(tmp_path: Path) -> None:
+    store = older_store(
+        tmp_path, 3,
+        "CREATE TABLE llm_failures (task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, reason TEXT NOT NULL, "
+        "attempts INTEGER NOT NULL, ts REAL NOT NULL)",
+        "INSERT INTO llm_failures VALUES (9, 'old text', 'cut_off', 2, 1.0)")
     assert store.failure(9) == LLMFailure(9, "old text", "cut_off", 2, 1.0, rung=0)  # it was a base request
     store.record_failure(9, "old text", "cut_off", rung=1)
     assert (store.failure(9).attempts, store.failure(9).rung) == (3, 1)
 
 
 def test_a_store_made_before_label_rungs_keeps_its_labels_as_base_answers(tmp_path: Path) -> None:
-    directory = tmp_path / "projects" / "4"
-    directory.mkdir(parents=True)
-    old = sqlite3.connect(directory / "llm_labels.sqlite3")
-    old.execute("CREATE TABLE llm_labels (task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, "
-                "source TEXT NOT NULL, ts REAL NOT NULL)")
-    old.execute("INSERT INTO llm_labels VALUES (1, 'Aspirin .', '[[0, 7, \"Drug\"]]', 'llm', 1.0)")
-    old.commit()
-    old.close()
-    store = LLMLabelStore(tmp_path, project_id=4)
+    store = older_store(
+        tmp_path, 4,
+        "CREATE TABLE llm_labels (task_id INTEGER PRIMARY KEY, text TEXT NOT NULL, spans TEXT NOT NULL, "
+        "source TEXT NOT NULL, ts REAL NOT NULL)",
+        "INSERT INTO llm_labels VALUES (1, 'Aspirin .', '[[0, 7, \"Drug\"]]', 'llm', 1.0)")
     assert store.all() == {1: ("Aspirin .", [Span(0, 7, "Drug")])} and store.answered_rungs() == {}
     store.put(2, "Ibuprofen .", [Span(0, 9, "Drug")], "llm", rung=2)
     store.put(1, "Aspirin .", [], "llm")  # answered on the base request: not listed
     assert store.answered_rungs() == {2: ("Ibuprofen .", 2)} and len(store) == 2
+    assert (store.answered_rung(2), store.answered_rung(1), store.answered_rung(99)) == (("Ibuprofen .", 2), None, None)

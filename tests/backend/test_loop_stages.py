@@ -217,8 +217,7 @@ def test_tasks_annotated_during_training_get_no_weight_and_no_queue_slot(
     import backend.retrain as retrain
 
     services = FakeServices(tmp_path, KnownAnswersLLM(ANSWERS), retrain_max_epochs=1, retrain_recipe="l2rw",
-                            acquisition_batch=4,
-                            knn_k=0)
+                            acquisition_batch=4, knn_k=0)
     for tid in range(1, 21):
         ls.task_rows[tid]["annotations"] = [{"id": tid, "result": [region(TEXTS[tid], "aspirin", "Chemical")]}]
     for tid in range(21, 31):

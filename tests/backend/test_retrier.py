@@ -213,7 +213,7 @@ def test_a_task_answered_on_a_higher_rung_is_asked_on_that_rung_again(looping, l
     assert labels.failures() == {} and [sent(b) for b in looping_llm.requests][0] == ladder_says(0)
     assert ladder_says(0) not in [sent(b) for b in looping_llm.requests[1:]]
     ls.task_rows[1]["data"]["text"] = "Aspirin ."  # a new text starts from the base request
-    assert annotator.variant_of(ls.task_rows[1], None, labels.answered_rungs()).rung == 0
+    assert annotator.variant_of(ls.task_rows[1], None, labels.answered_rung(1)).rung == 0
 
 
 def test_live_predict_asks_the_next_rung_after_a_cut_off(looping, looping_llm) -> None:
